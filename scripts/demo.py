@@ -1,0 +1,139 @@
+"""`make demo`: a real server, a live subscriber, and the seed's client walkthrough.
+
+Everything goes through the `user-service` CLI, exactly as a user would type it, so the
+transcript doubles as documentation. Exits non-zero if any step does not behave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+CLI = str(Path(sys.executable).with_name("user-service"))
+EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="user-service-demo-") as data_dir:
+        target = f"127.0.0.1:{_free_port()}"
+        host, port = target.split(":")
+        server = subprocess.Popen(
+            [CLI, "serve", "--host", host, "--port", port, "--grace-period", "5"],
+            env={**os.environ, "USER_SERVICE_DATABASE_URL": f"sqlite:///{data_dir}/users.db"},
+        )
+        try:
+            _wait_until_serving(target, deadline_s=15)
+            return _walkthrough(target)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            code = server.wait(timeout=15)
+            print(f"\n== server stopped on SIGTERM with exit code {code}")
+
+
+def _walkthrough(target: str) -> int:
+    base = ["--target", target]
+    print("\n== subscriber: replays history from event 0, then follows live events")
+    subscriber = subprocess.Popen(
+        [CLI, "subscribe", "--since", "0", "--limit", str(EXPECTED_EVENTS), "--timeout", "30", *base],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    events: list[dict[str, Any]] = []
+    reader = threading.Thread(target=_follow, args=(subscriber, events), daemon=True)
+    reader.start()
+
+    alice = _cli("create", "--name", "Alice", "--email", "alice@example.com", *base)["user"]
+    bob = _cli("create", "--name", "Bob", "--email", "bob@example.com", *base)["user"]
+    _cli("get", alice["id"], *base)
+    _cli("list", "--page-size", "1", *base)
+    _cli("list", "--all", *base)
+    _cli("update", alice["id"], "--name", "Alice Liddell", "--etag", alice["etag"], *base)
+    _cli("update", alice["id"], "--name", "Stale write", "--etag", alice["etag"], *base, expect="ABORTED")
+    _cli("delete", bob["id"], *base)
+    _cli("get", bob["id"], *base, expect="NOT_FOUND")
+    _cli("create", "--name", "", "--email", "not-an-email", *base, expect="INVALID_ARGUMENT")
+    batch = "".join(
+        json.dumps(user) + "\n"
+        for user in (
+            {"name": "Carol", "email": "carol@example.com"},
+            {"name": "Dave", "email": "dave@example.com"},
+            {"name": "Alice again", "email": "alice@example.com"},
+        )
+    )
+    created = _cli("batch-create", *base, stdin=batch)
+    _cli(
+        "lookup",
+        alice["id"],
+        *(result["user"]["id"] for result in created["results"] if "user" in result),
+        *base,
+    )
+
+    subscriber.wait(timeout=30)
+    reader.join(timeout=5)
+    event_ids = [int(event["event_id"]) for event in events]
+    if event_ids != list(range(1, EXPECTED_EVENTS + 1)) or subscriber.returncode != 0:
+        print(f"!! subscriber saw events {event_ids}, expected 1..{EXPECTED_EVENTS}", file=sys.stderr)
+        return 1
+    print(f"\n== subscriber received all {EXPECTED_EVENTS} events, in event_id order")
+    return 0
+
+
+def _cli(*args: str, expect: str = "OK", stdin: str | None = None) -> Any:
+    print(f"\n$ user-service {shlex.join(args)}" + (" < users.jsonl" if stdin else ""), flush=True)
+    result = subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=30)
+    output = result.stdout if result.returncode == 0 else result.stderr
+    print(output.rstrip(), flush=True)
+    code = "OK" if result.returncode == 0 else json.loads(result.stderr)["error"]["code"]
+    if code != expect:
+        raise SystemExit(f"!! expected {expect}, got {code}")
+    return json.loads(result.stdout.splitlines()[-1]) if result.returncode == 0 else None
+
+
+def _follow(subscriber: subprocess.Popen[str], events: list[dict[str, Any]]) -> None:
+    assert subscriber.stdout is not None
+    for line in subscriber.stdout:
+        event = json.loads(line)
+        events.append(event)
+        print(
+            f"   [subscriber] event {event['event_id']}: {event['type']} user {event['user']['id']}",
+            flush=True,
+        )
+
+
+def _wait_until_serving(target: str, deadline_s: float) -> None:
+    deadline = time.monotonic() + deadline_s
+    with grpc.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                response = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    print(f"== server is SERVING on {target}")
+                    return
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

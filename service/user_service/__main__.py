@@ -1,0 +1,3 @@
+from user_service.cli import main
+
+raise SystemExit(main())

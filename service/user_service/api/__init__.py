@@ -1,0 +1,1 @@
+"""The gRPC edge: decode requests, call the domain, encode responses and statuses."""

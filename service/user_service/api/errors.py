@@ -1,0 +1,62 @@
+"""One table maps domain errors to gRPC status codes; statuses carry google.rpc details."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from user_service.domain.errors import (
+    DomainError,
+    EmailTakenError,
+    EtagMismatchError,
+    FeedClosedError,
+    SubscriberTooSlowError,
+    TooManySubscribersError,
+    UserNotFoundError,
+    ValidationError,
+)
+
+STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
+    ValidationError: grpc.StatusCode.INVALID_ARGUMENT,
+    UserNotFoundError: grpc.StatusCode.NOT_FOUND,
+    EmailTakenError: grpc.StatusCode.ALREADY_EXISTS,
+    EtagMismatchError: grpc.StatusCode.ABORTED,
+    SubscriberTooSlowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManySubscribersError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    FeedClosedError: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def status_code_for(error: DomainError) -> grpc.StatusCode:
+    for error_type, code in STATUS_CODES.items():
+        if isinstance(error, error_type):
+            return code
+    raise LookupError(f"no status code mapped for {type(error).__name__}") from error
+
+
+def rich_status(error: DomainError, *, message: str | None = None) -> grpc.Status:
+    """The status for ``error``; validation failures carry a ``google.rpc.BadRequest``."""
+    code = status_code_for(error)
+    details: list[any_pb2.Any] = []
+    if isinstance(error, ValidationError):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad_request)
+        details.append(packed)
+    status = status_pb2.Status(
+        code=getattr(code_pb2, code.name), message=message or str(error), details=details
+    )
+    converted: grpc.Status = rpc_status.to_status(status)
+    return converted
+
+
+async def abort_with(context: grpc.aio.ServicerContext[object, object], error: DomainError) -> None:
+    status = rich_status(error)
+    await context.abort(status.code, status.details, status.trailing_metadata)

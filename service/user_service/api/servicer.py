@@ -1,0 +1,127 @@
+"""``user.v1.UserService``: decode -> call the domain -> encode. No business rules here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+
+import grpc
+
+from user_service.api import decode
+from user_service.api.codec import event_message, user_message
+from user_service.api.errors import abort_with, status_code_for
+from user_service.domain.errors import DomainError, EmailTakenError, ValidationError
+from user_service.domain.feed import ChangeFeed
+from user_service.domain.pagination import PageLimits
+from user_service.domain.users import UserDirectory
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+
+Context = grpc.aio.ServicerContext[object, object]
+BatchResult = user_pb2.BatchCreateUsersResponse.Result
+
+
+@asynccontextmanager
+async def _domain_errors_as_status(context: Context) -> AsyncIterator[None]:
+    try:
+        yield
+    except DomainError as error:
+        await abort_with(context, error)
+
+
+class UserServicer(user_pb2_grpc.UserServiceServicer):
+    def __init__(
+        self, directory: UserDirectory, feed: ChangeFeed, *, page_limits: PageLimits, max_batch_size: int
+    ) -> None:
+        self._directory = directory
+        self._feed = feed
+        self._page_limits = page_limits
+        self._max_batch_size = max_batch_size
+
+    async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
+        async with _domain_errors_as_status(context):
+            user = await self._directory.get(decode.user_id(request))
+            return user_pb2.GetUserResponse(user=user_message(user))
+
+    async def ListUsers(
+        self, request: user_pb2.ListUsersRequest, context: Context
+    ) -> user_pb2.ListUsersResponse:
+        async with _domain_errors_as_status(context):
+            users, next_page_token = await self._directory.list(
+                decode.page_request(request, self._page_limits)
+            )
+            return user_pb2.ListUsersResponse(
+                users=[user_message(user) for user in users], next_page_token=next_page_token
+            )
+
+    async def CreateUser(
+        self, request: user_pb2.CreateUserRequest, context: Context
+    ) -> user_pb2.CreateUserResponse:
+        async with _domain_errors_as_status(context):
+            user = await self._directory.create(decode.new_user(request.user))
+            return user_pb2.CreateUserResponse(user=user_message(user))
+
+    async def UpdateUser(
+        self, request: user_pb2.UpdateUserRequest, context: Context
+    ) -> user_pb2.UpdateUserResponse:
+        async with _domain_errors_as_status(context):
+            user_id, changes, expected_version = decode.user_update(request)
+            user = await self._directory.update(user_id, changes, expected_version)
+            return user_pb2.UpdateUserResponse(user=user_message(user))
+
+    async def DeleteUser(
+        self, request: user_pb2.DeleteUserRequest, context: Context
+    ) -> user_pb2.DeleteUserResponse:
+        async with _domain_errors_as_status(context):
+            await self._directory.delete(*decode.user_deletion(request))
+            return user_pb2.DeleteUserResponse()
+
+    async def SubscribeUsers(
+        self, request: user_pb2.SubscribeUsersRequest, context: Context
+    ) -> AsyncIterator[user_pb2.UserEvent]:
+        async with _domain_errors_as_status(context):
+            since = decode.since_event_id(request)
+            async with aclosing(self._feed.events(since)) as events:
+                async for event in events:
+                    yield event_message(event)
+
+    async def BatchCreateUsers(
+        self, request_iterator: AsyncIterable[user_pb2.CreateUserRequest], context: Context
+    ) -> user_pb2.BatchCreateUsersResponse:
+        response = user_pb2.BatchCreateUsersResponse()
+        async with _domain_errors_as_status(context):
+            async for request in request_iterator:
+                if len(response.results) == self._max_batch_size:
+                    raise ValidationError.single(
+                        "requests",
+                        f"a batch holds at most {self._max_batch_size} users; the first "
+                        f"{self._max_batch_size} were processed ({response.created_count} created)",
+                    )
+                response.results.append(await self._create_one(request))
+                if response.results[-1].HasField("user"):
+                    response.created_count += 1
+        return response
+
+    async def _create_one(self, request: user_pb2.CreateUserRequest) -> BatchResult:
+        try:
+            user = await self._directory.create(decode.new_user(request.user))
+        except DomainError as error:
+            return BatchResult(error=_item_error(error))
+        return BatchResult(user=user_message(user))
+
+    async def LookupUsers(
+        self, request_iterator: AsyncIterable[user_pb2.GetUserRequest], context: Context
+    ) -> AsyncIterator[user_pb2.GetUserResponse]:
+        async with _domain_errors_as_status(context):
+            async for request in request_iterator:
+                user = await self._directory.get(decode.user_id(request))
+                yield user_pb2.GetUserResponse(user=user_message(user))
+
+
+def _item_error(error: DomainError) -> user_pb2.ItemError:
+    if isinstance(error, ValidationError):
+        field = error.violations[0].field
+    elif isinstance(error, EmailTakenError):
+        field = "user.email"
+    else:
+        field = ""
+    return user_pb2.ItemError(code=status_code_for(error).value[0], message=str(error), field=field)

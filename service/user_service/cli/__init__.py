@@ -1,0 +1,108 @@
+"""The ``user-service`` command: ``serve`` runs the server, the other subcommands call it."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+import pydantic
+
+from user_service.cli import commands
+from user_service.cli.output import print_rpc_error
+from user_service.config import ClientSettings, ServerSettings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        settings = ClientSettings(**_given(args, "target", "timeout"))
+        return asyncio.run(commands.run(args, settings))
+    except pydantic.ValidationError as error:
+        parser.error(str(error))
+    except grpc.aio.AioRpcError as error:
+        print_rpc_error(error)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = ServerSettings(**_given(args, "host", "port", "database_url", "grace_period", "log_level"))
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    from user_service.server import serve  # the server's imports are not needed by client commands
+
+    asyncio.run(serve(settings))
+    return 0
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Only flags the user passed, so environment variables fill in the rest."""
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="user-service", description=__doc__)
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument(
+        "--target", help="server host:port (env USER_SERVICE_TARGET, default localhost:50051)"
+    )
+    client.add_argument("--timeout", type=float, help="deadline of the call in seconds (default 10)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the gRPC server until SIGTERM/SIGINT")
+    serve.add_argument("--host", help="interface to bind (env USER_SERVICE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="gRPC port (env USER_SERVICE_PORT, default 50051)")
+    serve.add_argument("--database-url", help="sqlite:///path (env USER_SERVICE_DATABASE_URL)")
+    serve.add_argument("--grace-period", type=float, help="shutdown drain seconds (default 10)")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+
+    create = sub.add_parser("create", parents=[client], help="create a user")
+    create.add_argument("--name", required=True)
+    create.add_argument("--email", required=True)
+
+    get = sub.add_parser("get", parents=[client], help="get a user by id")
+    get.add_argument("id", type=int)
+
+    list_ = sub.add_parser("list", parents=[client], help="list users, one page or --all")
+    list_.add_argument("--page-size", type=int, default=0)
+    list_.add_argument("--page-token", default="")
+    list_.add_argument("--all", action="store_true", help="follow next_page_token to the end")
+
+    update = sub.add_parser("update", parents=[client], help="update a user's name and/or email")
+    update.add_argument("id", type=int)
+    update.add_argument("--name")
+    update.add_argument("--email")
+    update.add_argument("--etag", default="", help="only update if the user still has this etag")
+
+    delete = sub.add_parser("delete", parents=[client], help="delete a user")
+    delete.add_argument("id", type=int)
+    delete.add_argument("--etag", default="", help="only delete if the user still has this etag")
+
+    subscribe = sub.add_parser(
+        "subscribe", parents=[client], help="print change events as JSON lines until --limit or the deadline"
+    )
+    subscribe.add_argument("--since", type=int, help="replay events after this event_id first")
+    subscribe.add_argument("--limit", type=int, help="stop after this many events")
+
+    batch = sub.add_parser(
+        "batch-create", parents=[client], help='create users from JSON lines {"name","email"}'
+    )
+    batch.add_argument(
+        "file", nargs="?", type=argparse.FileType("r"), default=sys.stdin, help="default: stdin"
+    )
+
+    lookup = sub.add_parser("lookup", parents=[client], help="stream ids, get users back as they resolve")
+    lookup.add_argument("ids", type=int, nargs="+")
+    return parser

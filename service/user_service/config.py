@@ -1,0 +1,65 @@
+"""Settings, read once from ``USER_SERVICE_*`` environment variables and CLI flags.
+
+``OTEL_*`` variables are not read here: the OpenTelemetry SDK owns them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from user_service.domain.pagination import PageLimits
+
+
+class ServerSettings(BaseSettings):
+    """Everything the server needs to start. Frozen: pass it around, never re-read."""
+
+    model_config = SettingsConfigDict(env_prefix="USER_SERVICE_", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 or [::] in a container.")
+    port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="gRPC port; 0 picks a free one.")
+    database_url: str = Field(
+        "sqlite:///data/users.db", description="sqlite:///relative/path or sqlite:////absolute/path."
+    )
+    grace_period: Annotated[float, Field(ge=0)] = Field(
+        10.0, description="Seconds in-flight calls get to finish on shutdown."
+    )
+    default_page_size: Annotated[int, Field(ge=1)] = Field(50, description="ListUsers page_size when 0.")
+    max_page_size: Annotated[int, Field(ge=1)] = Field(1000, description="ListUsers page_size upper clamp.")
+    subscriber_buffer: Annotated[int, Field(ge=1)] = Field(
+        1024, description="Live events buffered per subscriber before it is cut off."
+    )
+    max_batch_size: Annotated[int, Field(ge=1)] = Field(
+        1000, description="Users in one BatchCreateUsers stream."
+    )
+    max_subscribers: Annotated[int, Field(ge=1)] = Field(
+        1000, description="Concurrent SubscribeUsers streams."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        if not url.startswith("sqlite:///"):
+            raise ValueError("must start with sqlite:///")
+        return url
+
+    @property
+    def sqlite_path(self) -> Path:
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+    @property
+    def page_limits(self) -> PageLimits:
+        return PageLimits(default_size=self.default_page_size, max_size=self.max_page_size)
+
+
+class ClientSettings(BaseSettings):
+    """Settings of the CLI client subcommands."""
+
+    model_config = SettingsConfigDict(env_prefix="USER_SERVICE_", frozen=True, extra="ignore")
+
+    target: str = Field("localhost:50051", description="host:port of the server.")
+    timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Deadline of each call, in seconds.")

@@ -1,0 +1,75 @@
+"""Errors the domain and the stores raise. Storage- and transport-neutral."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of every expected, client-explainable failure."""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    """One invalid field: ``field`` names it as the API client sees it."""
+
+    field: str
+    description: str
+
+
+class ValidationError(DomainError):
+    """The request breaks one or more field rules."""
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    @classmethod
+    def single(cls, field: str, description: str) -> ValidationError:
+        return cls([FieldViolation(field, description)])
+
+
+class UserNotFoundError(DomainError):
+    def __init__(self, user_id: int) -> None:
+        self.user_id = user_id
+        super().__init__(f"user {user_id} not found")
+
+
+class EmailTakenError(DomainError):
+    def __init__(self, email: str) -> None:
+        self.email = email
+        super().__init__("a user with this email already exists")
+
+
+class EtagMismatchError(DomainError):
+    def __init__(self, user_id: int, expected: str, actual: str) -> None:
+        self.user_id = user_id
+        super().__init__(
+            f"user {user_id} has etag {actual!r}, not {expected!r}: it changed since you read it"
+        )
+
+
+class SubscriberTooSlowError(DomainError):
+    """A subscriber fell further behind the live feed than its buffer allows."""
+
+    def __init__(self, buffer_size: int, last_event_id: int) -> None:
+        self.last_event_id = last_event_id
+        super().__init__(
+            f"subscriber fell more than {buffer_size} events behind; "
+            f"resubscribe with since_event_id={last_event_id}"
+        )
+
+
+class TooManySubscribersError(DomainError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the server already has {limit} subscribers; retry later")
+
+
+class FeedClosedError(DomainError):
+    """The change feed is shutting down with the server."""
+
+    def __init__(self, last_event_id: int | None) -> None:
+        self.last_event_id = last_event_id
+        resume = "" if last_event_id is None else f"; resubscribe with since_event_id={last_event_id}"
+        super().__init__(f"the server is shutting down{resume}")

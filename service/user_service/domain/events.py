@@ -1,0 +1,113 @@
+"""In-process fan-out of committed events to live subscribers, with bounded memory.
+
+Each subscription owns a bounded buffer. ``publish`` never blocks and never grows a
+buffer past its bound: a subscription whose buffer is full is marked *overflowed*
+and its buffer is dropped at once. What an overflow means is up to the reader — the
+change feed (``feed.py``) catches up from the store during replay and cuts the
+subscriber off once it is live.
+
+Events must be published in ``event_id`` order; the caller guarantees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from user_service.domain.errors import TooManySubscribersError
+from user_service.domain.models import UserEvent
+
+
+class Subscription:
+    """One subscriber's bounded buffer of live events."""
+
+    def __init__(self, broker: EventBroker, buffer_size: int) -> None:
+        self._broker = broker
+        self.buffer_size = buffer_size
+        self._buffer: deque[UserEvent] = deque()
+        self._wakeup = asyncio.Event()
+        self.overflowed = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def _offer(self, event: UserEvent) -> None:
+        if self.overflowed or self.closed:
+            return
+        if len(self._buffer) >= self.buffer_size:
+            self.overflowed = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        self._wakeup.set()
+
+    def _close(self) -> None:
+        self.closed = True
+        self._buffer.clear()
+        self._wakeup.set()
+
+    def rearm(self) -> None:
+        """Forgets everything buffered and any overflow; the caller re-reads from the store."""
+        self._buffer.clear()
+        self.overflowed = False
+
+    def pop_nowait(self) -> UserEvent | None:
+        return self._buffer.popleft() if self._buffer else None
+
+    async def wait(self) -> None:
+        """Returns once an event is buffered, or the subscription overflowed or closed."""
+        while not (self._buffer or self.overflowed or self.closed):
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def unsubscribe(self) -> None:
+        self._broker._remove(self)
+        self._buffer.clear()
+
+
+class EventBroker:
+    """Hands every published event to every subscription, never blocking the publisher."""
+
+    def __init__(self, *, buffer_size: int, max_subscribers: int) -> None:
+        self._buffer_size = buffer_size
+        self._max_subscribers = max_subscribers
+        self._subscriptions: set[Subscription] = set()
+        self._closed = False
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    @property
+    def buffered_events(self) -> int:
+        """Events held in all buffers together: at most subscribers x buffer size."""
+        return sum(len(s) for s in self._subscriptions)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def subscribe(self) -> Subscription:
+        if len(self._subscriptions) >= self._max_subscribers:
+            raise TooManySubscribersError(self._max_subscribers)
+        subscription = Subscription(self, self._buffer_size)
+        if self._closed:
+            subscription._close()
+        else:
+            self._subscriptions.add(subscription)
+        return subscription
+
+    def publish(self, event: UserEvent) -> None:
+        for subscription in self._subscriptions:
+            subscription._offer(event)
+
+    def close(self) -> None:
+        """Ends every subscription (server shutdown); later ones start closed."""
+        self._closed = True
+        for subscription in self._subscriptions:
+            subscription._close()
+        self._subscriptions.clear()
+
+    def _remove(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)

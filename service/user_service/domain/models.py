@@ -1,0 +1,55 @@
+"""Domain values: users, their changes and the events that record them."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A stored user. ``version`` starts at 1 and grows by one on every update."""
+
+    id: int
+    name: str
+    email: str
+    create_time: datetime
+    update_time: datetime
+    version: int
+
+    @property
+    def etag(self) -> str:
+        return str(self.version)
+
+
+@dataclass(frozen=True, slots=True)
+class NewUser:
+    """A validated user to create."""
+
+    name: str
+    email: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserChanges:
+    """Validated field updates; ``None`` leaves a field as it is."""
+
+    name: str | None = None
+    email: str | None = None
+
+
+class EventType(enum.Enum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class UserEvent:
+    """One committed change. ``event_id`` is strictly increasing in commit order."""
+
+    event_id: int
+    type: EventType
+    user: User
+    event_time: datetime

@@ -1,0 +1,1 @@
+"""Persistence behind the ``UserStore`` protocol; the backend is chosen by URL scheme."""

@@ -1,0 +1,49 @@
+"""The storage contract every backend fulfils (and ``tests/store`` checks).
+
+Every write commits the user row and its event row in one transaction (an outbox),
+so the change feed can never disagree with the data. Methods are async, take
+keyword arguments, return domain models and raise the storage-neutral errors of
+``user_service.domain.errors``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from user_service.domain.models import NewUser, User, UserChanges, UserEvent
+
+
+class UserStore(Protocol):
+    async def get_user(self, *, user_id: int) -> User:
+        """Raises ``UserNotFoundError``."""
+        ...
+
+    async def list_users(self, *, after_id: int, limit: int) -> list[User]:
+        """Users with id greater than ``after_id`` in ascending id order, at most ``limit``."""
+        ...
+
+    async def create_user(self, *, new_user: NewUser) -> UserEvent:
+        """Raises ``EmailTakenError``. Returns the CREATED event (holding the new user)."""
+        ...
+
+    async def update_user(
+        self, *, user_id: int, changes: UserChanges, expected_version: int | None
+    ) -> UserEvent:
+        """Raises ``UserNotFoundError``, ``EtagMismatchError``, ``EmailTakenError``."""
+        ...
+
+    async def delete_user(self, *, user_id: int, expected_version: int | None) -> UserEvent:
+        """Raises ``UserNotFoundError``, ``EtagMismatchError``."""
+        ...
+
+    async def list_events(self, *, after_event_id: int, limit: int) -> list[UserEvent]:
+        """Events with id greater than ``after_event_id`` in ascending order, at most ``limit``."""
+        ...
+
+    async def last_event_id(self) -> int:
+        """The newest committed event id, 0 when there is none."""
+        ...
+
+    async def count_users(self) -> int: ...
+
+    async def close(self) -> None: ...

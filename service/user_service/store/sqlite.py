@@ -1,0 +1,301 @@
+"""SQLite backend: the embedded default.
+
+Durability: WAL journal with ``synchronous=FULL``, so a write is on disk before it is
+acknowledged and survives ``kill -9`` (and power loss). Concurrency: one writer thread
+(SQLite allows one writer at a time anyway) and a small pool of reader threads, each
+with its own connection; WAL lets readers run while the writer commits. Every
+operation is one function running in one of those threads, so the event loop never
+blocks on disk and a transaction is a single hop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
+from user_service.domain.models import EventType, NewUser, User, UserChanges, UserEvent
+
+T = TypeVar("T")
+
+_SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused
+    name           TEXT    NOT NULL,
+    email          TEXT    NOT NULL UNIQUE,
+    create_time_us INTEGER NOT NULL,
+    update_time_us INTEGER NOT NULL,
+    version        INTEGER NOT NULL
+);
+-- The outbox: one row per committed change, written in the same transaction.
+CREATE TABLE IF NOT EXISTS user_events (
+    event_id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    type           TEXT    NOT NULL,
+    event_time_us  INTEGER NOT NULL,
+    user_id        INTEGER NOT NULL,
+    name           TEXT    NOT NULL,
+    email          TEXT    NOT NULL,
+    create_time_us INTEGER NOT NULL,
+    update_time_us INTEGER NOT NULL,
+    version        INTEGER NOT NULL
+);
+"""
+_USER_COLUMNS = "id, name, email, create_time_us, update_time_us, version"
+_EVENT_COLUMNS = (
+    "event_id, type, event_time_us, user_id, name, email, create_time_us, update_time_us, version"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class SqliteUserStore:
+    """``UserStore`` on one SQLite database file."""
+
+    def __init__(self, path: Path, *, readers: int = 4) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+
+    @classmethod
+    async def open(cls, path: Path, *, readers: int = 4) -> SqliteUserStore:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = cls(path, readers=readers)
+        await store._write(_create_schema)
+        return store
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._shutdown_threads)
+
+    def _shutdown_threads(self) -> None:
+        self._writer.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
+        with self._connections_lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
+
+    # -- reads ---------------------------------------------------------------
+
+    async def get_user(self, *, user_id: int) -> User:
+        return await self._read(_select_user, user_id)
+
+    async def list_users(self, *, after_id: int, limit: int) -> list[User]:
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {_USER_COLUMNS} FROM users WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        )
+        return [_user_from_row(row) for row in rows]
+
+    async def list_events(self, *, after_event_id: int, limit: int) -> list[UserEvent]:
+        rows = await self._read(
+            _fetch_all,
+            f"SELECT {_EVENT_COLUMNS} FROM user_events WHERE event_id > ? ORDER BY event_id LIMIT ?",
+            (after_event_id, limit),
+        )
+        return [_event_from_row(row) for row in rows]
+
+    async def last_event_id(self) -> int:
+        rows = await self._read(_fetch_all, "SELECT COALESCE(MAX(event_id), 0) FROM user_events", ())
+        return int(rows[0][0])
+
+    async def count_users(self) -> int:
+        rows = await self._read(_fetch_all, "SELECT COUNT(*) FROM users", ())
+        return int(rows[0][0])
+
+    # -- writes --------------------------------------------------------------
+
+    async def create_user(self, *, new_user: NewUser) -> UserEvent:
+        return await self._write(_insert_user, new_user)
+
+    async def update_user(
+        self, *, user_id: int, changes: UserChanges, expected_version: int | None
+    ) -> UserEvent:
+        return await self._write(_update_user, user_id, changes, expected_version)
+
+    async def delete_user(self, *, user_id: int, expected_version: int | None) -> UserEvent:
+        return await self._write(_delete_user, user_id, expected_version)
+
+    # -- threads -------------------------------------------------------------
+
+    async def _read(self, operation: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._readers, operation, args, query_only=True)
+
+    async def _write(self, operation: Callable[..., T], *args: Any) -> T:
+        return await self._run(self._writer, operation, args, query_only=False)
+
+    async def _run(
+        self,
+        executor: ThreadPoolExecutor,
+        operation: Callable[..., T],
+        args: tuple[Any, ...],
+        *,
+        query_only: bool,
+    ) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(executor, self._call, operation, args, query_only)
+
+    def _call(self, operation: Callable[..., T], args: tuple[Any, ...], query_only: bool) -> T:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._connect(query_only=query_only)
+            self._local.connection = connection
+        return operation(connection, *args)
+
+    def _connect(self, *, query_only: bool) -> sqlite3.Connection:
+        # isolation_level=None: no implicit transactions; writes use explicit BEGIN IMMEDIATE.
+        connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
+        connection.execute("PRAGMA busy_timeout=5000")
+        if query_only:
+            connection.execute("PRAGMA query_only=ON")
+        with self._connections_lock:
+            self._connections.append(connection)
+        return connection
+
+
+# -- SQL, run inside a store thread ---------------------------------------------
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _time(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def _user_from_row(row: tuple[Any, ...]) -> User:
+    user_id, name, email, create_us, update_us, version = row
+    return User(user_id, name, email, _time(create_us), _time(update_us), version)
+
+
+def _event_from_row(row: tuple[Any, ...]) -> UserEvent:
+    event_id, event_type, event_us, *user_row = row
+    return UserEvent(event_id, EventType(event_type), _user_from_row(tuple(user_row)), _time(event_us))
+
+
+def _create_schema(connection: sqlite3.Connection) -> None:
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if version > _SCHEMA_VERSION:
+        raise RuntimeError(f"database schema v{version} is newer than this server (v{_SCHEMA_VERSION})")
+    connection.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={_SCHEMA_VERSION};COMMIT;")
+
+
+def _fetch_all(connection: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    return connection.execute(sql, params).fetchall()
+
+
+def _select_user(connection: sqlite3.Connection, user_id: int) -> User:
+    row = connection.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE id = ?", (user_id,)).fetchone()
+    if row is None:
+        raise UserNotFoundError(user_id)
+    return _user_from_row(row)
+
+
+def _append_event(
+    connection: sqlite3.Connection, event_type: EventType, user: User, event_us: int
+) -> UserEvent:
+    cursor = connection.execute(
+        "INSERT INTO user_events (type, event_time_us, user_id, name, email, create_time_us,"
+        " update_time_us, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            event_type.value,
+            event_us,
+            user.id,
+            user.name,
+            user.email,
+            _us(user.create_time),
+            _us(user.update_time),
+            user.version,
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return UserEvent(cursor.lastrowid, event_type, user, _time(event_us))
+
+
+def _us(moment: datetime) -> int:
+    return (moment - _EPOCH) // timedelta(microseconds=1)
+
+
+def _in_transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = body()
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+    return result
+
+
+def _insert_user(connection: sqlite3.Connection, new_user: NewUser) -> UserEvent:
+    def body() -> UserEvent:
+        now = _now_us()
+        try:
+            cursor = connection.execute(
+                "INSERT INTO users (name, email, create_time_us, update_time_us, version)"
+                " VALUES (?, ?, ?, ?, 1)",
+                (new_user.name, new_user.email, now, now),
+            )
+        except sqlite3.IntegrityError as error:
+            raise EmailTakenError(new_user.email) from error
+        assert cursor.lastrowid is not None
+        user = User(cursor.lastrowid, new_user.name, new_user.email, _time(now), _time(now), 1)
+        return _append_event(connection, EventType.CREATED, user, now)
+
+    return _in_transaction(connection, body)
+
+
+def _check_version(user: User, expected_version: int | None) -> None:
+    if expected_version is not None and expected_version != user.version:
+        raise EtagMismatchError(user.id, str(expected_version), user.etag)
+
+
+def _update_user(
+    connection: sqlite3.Connection, user_id: int, changes: UserChanges, expected_version: int | None
+) -> UserEvent:
+    def body() -> UserEvent:
+        current = _select_user(connection, user_id)
+        _check_version(current, expected_version)
+        now = _now_us()
+        updated = User(
+            user_id,
+            current.name if changes.name is None else changes.name,
+            current.email if changes.email is None else changes.email,
+            current.create_time,
+            _time(max(now, _us(current.update_time))),
+            current.version + 1,
+        )
+        try:
+            connection.execute(
+                "UPDATE users SET name = ?, email = ?, update_time_us = ?, version = ? WHERE id = ?",
+                (updated.name, updated.email, _us(updated.update_time), updated.version, user_id),
+            )
+        except sqlite3.IntegrityError as error:
+            raise EmailTakenError(updated.email) from error
+        return _append_event(connection, EventType.UPDATED, updated, now)
+
+    return _in_transaction(connection, body)
+
+
+def _delete_user(connection: sqlite3.Connection, user_id: int, expected_version: int | None) -> UserEvent:
+    def body() -> UserEvent:
+        current = _select_user(connection, user_id)
+        _check_version(current, expected_version)
+        connection.execute("DELETE FROM users WHERE id = ?", (user_id,))
+        return _append_event(connection, EventType.DELETED, current, _now_us())
+
+    return _in_transaction(connection, body)

@@ -1,0 +1,86 @@
+"""Shared fixtures: a real server on a loopback port, real channels, real tools."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+
+from user_service.config import ServerSettings
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.server import RunningServer, start_server
+
+if TYPE_CHECKING:
+    from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
+
+StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/users.db"
+
+
+@pytest.fixture
+async def start(database_url: str) -> AsyncIterator[StartServer]:
+    """Starts servers on free loopback ports; ``start(subscriber_buffer=4)`` overrides settings."""
+    running: list[RunningServer] = []
+
+    async def _start(**overrides: Any) -> RunningServer:
+        settings = ServerSettings(
+            **{"host": "127.0.0.1", "port": 0, "database_url": database_url, "grace_period": 1.0, **overrides}
+        )
+        server = await start_server(settings)
+        running.append(server)
+        return server
+
+    yield _start
+    for server in running:
+        await server.shutdown(grace=0)
+
+
+@pytest.fixture
+async def server(start: StartServer) -> RunningServer:
+    return await start()
+
+
+@pytest.fixture
+async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> Stub:
+    return user_pb2_grpc.UserServiceStub(channel)
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    """Waits (bounded) for a state the server reaches asynchronously, e.g. a released stream."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + within
+    while not condition():
+        assert loop.time() < give_up, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+def require_tool(name: str) -> str:
+    """Path of a tool built by `make tools`; in CI a missing tool fails instead of skipping."""
+    path = shutil.which(name) or shutil.which(name, path=os.environ.get("TOOLS_DIR"))
+    if path is None:
+        message = f"{name} is not installed: run `make tools`"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+async def create_user(stub: Stub, name: str = "Ada", email: str = "ada@example.com") -> user_pb2.User:
+    response = await stub.CreateUser(user_pb2.CreateUserRequest(user=user_pb2.User(name=name, email=email)))
+    return response.user
