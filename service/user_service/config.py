@@ -27,6 +27,11 @@ class ServerSettings(BaseSettings):
     grace_period: Annotated[float, Field(ge=0)] = Field(
         10.0, description="Seconds in-flight calls get to finish on shutdown."
     )
+    drain_delay: Annotated[float, Field(ge=0)] = Field(
+        0.0,
+        description="Seconds between health turning NOT_SERVING and refusing new calls on shutdown,"
+        " so load balancers can move traffic away first.",
+    )
     default_page_size: Annotated[int, Field(ge=1)] = Field(50, description="ListUsers page_size when 0.")
     max_page_size: Annotated[int, Field(ge=1)] = Field(1000, description="ListUsers page_size upper clamp.")
     subscriber_buffer: Annotated[int, Field(ge=1)] = Field(

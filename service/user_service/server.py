@@ -38,10 +38,14 @@ class RunningServer:
     directory: UserDirectory
     store: UserStore
 
-    async def shutdown(self, grace: float) -> None:
-        """Health NOT_SERVING -> end subscriptions -> drain calls -> close the store."""
+    async def shutdown(self, grace: float, drain_delay: float = 0.0) -> None:
+        """Health NOT_SERVING -> end subscriptions -> (drain delay) -> stop: refuse new calls
+        and give in-flight ones ``grace`` seconds -> wait for detached writes -> close the store.
+        """
         await self.health.enter_graceful_shutdown()
         self.broker.close()
+        if drain_delay:
+            await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.directory.drain()
         await self.store.close()
@@ -84,6 +88,10 @@ async def serve(settings: ServerSettings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     await stop.wait()
-    log.info("shutting down: draining for up to %.1fs", settings.grace_period)
-    await running.shutdown(settings.grace_period)
+    log.info(
+        "shutting down: NOT_SERVING for %.1fs, then in-flight calls get up to %.1fs",
+        settings.drain_delay,
+        settings.grace_period,
+    )
+    await running.shutdown(settings.grace_period, settings.drain_delay)
     log.info("stopped")

@@ -35,7 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = ServerSettings(**_given(args, "host", "port", "database_url", "grace_period", "log_level"))
+    settings = ServerSettings(
+        **_given(args, "host", "port", "database_url", "grace_period", "drain_delay", "log_level")
+    )
     logging.basicConfig(
         level=settings.log_level.upper(),
         stream=sys.stderr,
@@ -66,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="gRPC port (env USER_SERVICE_PORT, default 50051)")
     serve.add_argument("--database-url", help="sqlite:///path (env USER_SERVICE_DATABASE_URL)")
     serve.add_argument("--grace-period", type=float, help="shutdown drain seconds (default 10)")
+    serve.add_argument(
+        "--drain-delay", type=float, help="NOT_SERVING seconds before refusing calls (default 0)"
+    )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
 
     create = sub.add_parser("create", parents=[client], help="create a user")

@@ -11,7 +11,7 @@ import binascii
 from dataclasses import dataclass
 
 _TOKEN_PREFIX = b"users/after/"
-_MAX_ID_DIGITS = 18  # keeps every decoded id inside int64
+_INT64_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,9 @@ def decode_page_token(token: str) -> int:
     except (binascii.Error, ValueError) as error:
         raise ValueError("not base64") from error
     digits = raw.removeprefix(_TOKEN_PREFIX)
-    if digits == raw or not digits.isdigit() or len(digits) > _MAX_ID_DIGITS:
+    if digits == raw or not digits.isascii() or not digits.isdigit() or len(digits) > len(str(_INT64_MAX)):
         raise ValueError("unknown token format")
-    return int(digits)
+    after_id = int(digits)
+    if after_id > _INT64_MAX:
+        raise ValueError("id out of range")
+    return after_id

@@ -1,0 +1,86 @@
+"""The server as a separate process: what signals, crashes and external tools see."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+CLI = str(Path(sys.executable).with_name("user-service"))
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ServerProcess:
+    """``user-service serve`` in a subprocess on a free loopback port."""
+
+    def __init__(self, database_url: str, *flags: str, env: dict[str, str] | None = None) -> None:
+        self.target = f"127.0.0.1:{free_port()}"
+        self._command = [CLI, "serve", "--host", "127.0.0.1", "--port", self.target.split(":")[1], *flags]
+        self._env = {**os.environ, "USER_SERVICE_DATABASE_URL": database_url, **(env or {})}
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self, ready_within: float = 15.0) -> ServerProcess:
+        self.process = subprocess.Popen(self._command, env=self._env, stderr=subprocess.PIPE, text=True)
+        give_up = time.monotonic() + ready_within
+        while self.health() != health_pb2.HealthCheckResponse.SERVING:
+            assert self.process.poll() is None, (
+                f"server exited: {self.process.stderr.read() if self.process.stderr else ''}"
+            )
+            assert time.monotonic() < give_up, "server did not become SERVING in time"
+            time.sleep(0.05)
+        return self
+
+    def health(self, service: str = "") -> int | None:
+        """The health status, or None when the server does not answer."""
+        with grpc.insecure_channel(self.target) as channel:
+            try:
+                response = health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=1
+                )
+            except grpc.RpcError:
+                return None
+        return int(response.status)
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.wait()
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
+
+
+@pytest.fixture
+def server_process(database_url: str) -> Iterator[ServerProcess]:
+    server = ServerProcess(database_url, "--grace-period", "5").start()
+    yield server
+    server.stop()
+
+
+def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([CLI, *args], capture_output=True, text=True, timeout=60, check=check)
