@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import StartServer, create_user
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.server import RunningServer
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -112,3 +113,31 @@ class TestLookupUsers:
             async for _ in stub.LookupUsers(ids()):
                 pass
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class TestDeadlines:
+    async def test_work_stops_when_a_client_streams_deadline_passes(
+        self, server: RunningServer, stub: Stub
+    ) -> None:
+        async def slow_items() -> AsyncIterator[user_pb2.CreateUserRequest]:
+            for i in range(100):
+                yield user_pb2.CreateUserRequest(user=user_pb2.User(name=f"U{i}", email=f"u{i}@example.com"))
+                await asyncio.sleep(0.05)
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.BatchCreateUsers(slow_items(), timeout=0.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        created_by_deadline = await server.directory.count()
+        await asyncio.sleep(0.5)
+        assert created_by_deadline < 100
+        assert await server.directory.count() == created_by_deadline, (
+            "no item is processed after the deadline"
+        )
+
+    async def test_a_cancelled_bidi_call_stops_answering(self, stub: Stub) -> None:
+        user = await create_user(stub)
+        call = stub.LookupUsers()
+        await call.write(user_pb2.GetUserRequest(id=user.id))
+        assert isinstance(await call.read(), user_pb2.GetUserResponse)
+        assert call.cancel()
+        assert await call.code() == grpc.StatusCode.CANCELLED

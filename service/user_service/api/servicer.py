@@ -46,7 +46,7 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         self, request: user_pb2.ListUsersRequest, context: Context
     ) -> user_pb2.ListUsersResponse:
         async with _domain_errors_as_status(context):
-            users, next_page_token = await self._directory.list(
+            users, next_page_token = await self._directory.list_page(
                 decode.page_request(request, self._page_limits)
             )
             return user_pb2.ListUsersResponse(

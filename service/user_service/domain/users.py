@@ -25,7 +25,7 @@ class UserDirectory:
     async def get(self, user_id: int) -> User:
         return await self._store.get_user(user_id=user_id)
 
-    async def list(self, page: PageRequest) -> tuple[list[User], str]:
+    async def list_page(self, page: PageRequest) -> tuple[list[User], str]:
         """One page of users and the token of the next page ("" after the last one)."""
         users = await self._store.list_users(after_id=page.after_id, limit=page.size + 1)
         if len(users) <= page.size:
