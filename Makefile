@@ -55,8 +55,8 @@ tools: ## build the pinned Go tools (buf, grpcurl, grpc-health-probe) into the c
 run: setup ## run the server in the foreground (config: env USER_SERVICE_*, see README)
 	$(BIN)/user-service serve
 
-demo: setup ## start a server, walk through every RPC with the CLI, stop
-	$(BIN)/python scripts/demo.py
+demo: setup ## a server, every RPC through the CLI, a live subscriber, the resulting trace and metrics
+	$(BIN)/python -m scripts.demo
 
 test: setup tools ## the whole test suite against real servers on loopback
 	$(BIN)/pytest

@@ -1,7 +1,9 @@
-"""`make demo`: a real server, a live subscriber, and the seed's client walkthrough.
+"""`make demo`: a real server, a live subscriber, the seed's client walkthrough, telemetry.
 
 Everything goes through the `user-service` CLI, exactly as a user would type it, so the
-transcript doubles as documentation. Exits non-zero if any step does not behave.
+transcript doubles as documentation. Server and CLI export traces over OTLP to a small
+local receiver; at the end the demo prints one call's trace tree and a /metrics excerpt.
+Exits non-zero if any step does not behave.
 """
 
 from __future__ import annotations
@@ -16,31 +18,55 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
+
 CLI = str(Path(sys.executable).with_name("user-service"))
 EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="user-service-demo-") as data_dir:
+    with tempfile.TemporaryDirectory(prefix="user-service-demo-") as data_dir, OtlpReceiver() as traces:
+        # Inherited by the server and every CLI call below.
+        os.environ.update(
+            OTEL_EXPORTER_OTLP_ENDPOINT=traces.endpoint,
+            OTEL_BSP_SCHEDULE_DELAY="200",
+            USER_SERVICE_DATABASE_URL=f"sqlite:///{data_dir}/users.db",
+            USER_SERVICE_LOG_FORMAT="text",
+        )
         target = f"127.0.0.1:{_free_port()}"
         host, port = target.split(":")
+        metrics_port = str(_free_port())
         server = subprocess.Popen(
-            [CLI, "serve", "--host", host, "--port", port, "--grace-period", "5"],
-            env={**os.environ, "USER_SERVICE_DATABASE_URL": f"sqlite:///{data_dir}/users.db"},
+            [
+                CLI,
+                "serve",
+                "--host",
+                host,
+                "--port",
+                port,
+                "--metrics-port",
+                metrics_port,
+                "--grace-period",
+                "5",
+            ]
         )
         try:
             _wait_until_serving(target, deadline_s=15)
-            return _walkthrough(target)
+            result = _walkthrough(target)
+            _print_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             server.send_signal(signal.SIGTERM)
             code = server.wait(timeout=15)
             print(f"\n== server stopped on SIGTERM with exit code {code}")
+        _print_trace(traces.spans(), root_name="user-service-cli create")
+        return result
 
 
 def _walkthrough(target: str) -> int:
@@ -111,6 +137,32 @@ def _follow(subscriber: subprocess.Popen[str], events: list[dict[str, Any]]) -> 
             f"   [subscriber] event {event['event_id']}: {event['type']} user {event['user']['id']}",
             flush=True,
         )
+
+
+def _print_metrics(url: str) -> None:
+    print(f"\n== {url} (excerpt: go-grpc-middleware series of CreateUser)")
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if (
+                line.startswith(("grpc_server_handled_total", "grpc_server_started_total"))
+                and 'grpc_method="CreateUser"' in line
+            ):
+                print("   " + line)
+
+
+def _print_trace(spans: list[ReceivedSpan], root_name: str) -> None:
+    """The trace of the first CLI call named ``root_name``, as an indented tree."""
+    root = next(span for span in spans if span.name == root_name)
+    in_trace = [span for span in spans if span.trace_id == root.trace_id]
+    print(f"\n== trace {root.trace_id} of the first `{root_name}` (as exported over OTLP)")
+
+    def show(span: ReceivedSpan, depth: int) -> None:
+        print(f"   {'  ' * depth}{span.service:<17} {span.kind:<8} {span.name}")
+        for child in in_trace:
+            if child.parent_span_id == span.span_id:
+                show(child, depth + 1)
+
+    show(root, 0)
 
 
 def _wait_until_serving(target: str, deadline_s: float) -> None:

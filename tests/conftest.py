@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from user_service.config import ServerSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
-from user_service.server import RunningServer, start_server
+from user_service.server import SERVICE_NAME, RunningServer, start_server
+from user_service.telemetry.setup import setup_telemetry
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -28,15 +31,29 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-async def start(database_url: str) -> AsyncIterator[StartServer]:
+def spans() -> InMemorySpanExporter:
+    """Every span the in-process servers of a test end, exported synchronously."""
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+async def start(database_url: str, spans: InMemorySpanExporter) -> AsyncIterator[StartServer]:
     """Starts servers on free loopback ports; ``start(subscriber_buffer=4)`` overrides settings."""
     running: list[RunningServer] = []
 
     async def _start(**overrides: Any) -> RunningServer:
         settings = ServerSettings(
-            **{"host": "127.0.0.1", "port": 0, "database_url": database_url, "grace_period": 1.0, **overrides}
+            **{
+                "host": "127.0.0.1",
+                "port": 0,
+                "metrics_port": 0,
+                "database_url": database_url,
+                "grace_period": 1.0,
+                **overrides,
+            }
         )
-        server = await start_server(settings)
+        telemetry = setup_telemetry(SERVICE_NAME, span_processor=SimpleSpanProcessor(spans))
+        server = await start_server(settings, telemetry)
         running.append(server)
         return server
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -44,6 +44,15 @@ class ServerSettings(BaseSettings):
         1000, description="Concurrent SubscribeUsers streams."
     )
     log_level: str = Field("INFO", description="Python logging level.")
+    log_format: Literal["json", "text"] = Field(
+        "json", description="json: one object per line, with trace ids."
+    )
+    access_log: bool = Field(True, description="Log one line per RPC.")
+    metrics_enabled: bool = Field(True, description="Record Prometheus metrics and serve /metrics.")
+    metrics_host: str = Field("127.0.0.1", description="Interface of the /metrics endpoint.")
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9464, description="/metrics port; 0 picks one."
+    )
 
     @field_validator("database_url")
     @classmethod

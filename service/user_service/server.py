@@ -1,4 +1,4 @@
-"""The composition root: the one module that wires store, domain, API and server together."""
+"""The composition root: the one module that wires store, domain, API, telemetry and server."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
+from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
 from user_service.api.servicer import UserServicer
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
@@ -20,10 +21,17 @@ from user_service.domain.users import UserDirectory
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.store.base import UserStore
 from user_service.store.sqlite import SqliteUserStore
+from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker
+from user_service.telemetry.logging import AccessLog
+from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
+from user_service.telemetry.setup import Telemetry, setup_telemetry
+from user_service.telemetry.store import TracedUserStore
+from user_service.telemetry.tracing import server_interceptor
 
 log = logging.getLogger(__name__)
 
-USER_SERVICE_NAME = user_pb2.DESCRIPTOR.services_by_name["UserService"].full_name
+SERVICE_NAME = "user-service"
+USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -33,14 +41,17 @@ class RunningServer:
 
     server: grpc.aio.Server
     port: int
+    metrics_port: int | None
     health: health.aio.HealthServicer
     broker: EventBroker
     directory: UserDirectory
     store: UserStore
+    telemetry: Telemetry
 
     async def shutdown(self, grace: float, drain_delay: float = 0.0) -> None:
         """Health NOT_SERVING -> end subscriptions -> (drain delay) -> stop: refuse new calls
-        and give in-flight ones ``grace`` seconds -> wait for detached writes -> close the store.
+        and give in-flight ones ``grace`` seconds -> wait for detached writes -> close the
+        store -> flush telemetry.
         """
         await self.health.enter_graceful_shutdown()
         self.broker.close()
@@ -49,40 +60,92 @@ class RunningServer:
         await self.server.stop(grace)
         await self.directory.drain()
         await self.store.close()
+        await asyncio.to_thread(self.telemetry.shutdown)
 
 
 async def open_store(settings: ServerSettings) -> UserStore:
     return await SqliteUserStore.open(settings.sqlite_path)
 
 
-async def start_server(settings: ServerSettings) -> RunningServer:
+async def start_server(settings: ServerSettings, telemetry: Telemetry | None = None) -> RunningServer:
+    telemetry = telemetry or setup_telemetry(SERVICE_NAME)
+    # Without tracing and metrics nothing is wrapped at all: the benchmark's "bare" baseline.
+    instrumented = telemetry.tracing or settings.metrics_enabled
+    service_metrics = ServiceMetrics(telemetry.registry)
     store = await open_store(settings)
-    broker = EventBroker(buffer_size=settings.subscriber_buffer, max_subscribers=settings.max_subscribers)
+    broker: EventBroker
+    if instrumented:
+        store = TracedUserStore(store, db_system="sqlite", tracer=telemetry.tracer, metrics=service_metrics)
+        broker = InstrumentedEventBroker(
+            buffer_size=settings.subscriber_buffer,
+            max_subscribers=settings.max_subscribers,
+            tracer=telemetry.tracer,
+            metrics=service_metrics,
+        )
+        service_metrics.users.set(await store.count_users())
+    else:
+        broker = EventBroker(buffer_size=settings.subscriber_buffer, max_subscribers=settings.max_subscribers)
     directory = UserDirectory(store, broker)
     servicer = UserServicer(
         directory,
         ChangeFeed(store, broker),
         page_limits=settings.page_limits,
         max_batch_size=settings.max_batch_size,
+        subscription_observer=FeedTelemetry(telemetry.tracer, service_metrics) if instrumented else None,
     )
-    server = grpc.aio.server(interceptors=[RequestDecodingInterceptor()])
+
+    grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
+    observers: list[RpcObserver] = [
+        o for o in (grpc_metrics, AccessLog() if settings.access_log else None) if o
+    ]
+    # Outermost first: the server span must be current while metrics pick their exemplar.
+    interceptors: list[grpc.aio.ServerInterceptor] = []
+    if telemetry.tracing:
+        interceptors.append(server_interceptor(telemetry.tracer_provider))
+    interceptors += [RpcObservationInterceptor(observers), RequestDecodingInterceptor()]
+
+    server = grpc.aio.server(interceptors=interceptors)
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        [USER_SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+        [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     await server.start()
-    for service in ("", USER_SERVICE_NAME):
+    for service in ("", USER_SERVICE.full_name):
         await health_servicer.set(service, SERVING)
-    return RunningServer(server, port, health_servicer, broker, directory, store)
+
+    metrics_port = None
+    if grpc_metrics is not None:
+        grpc_metrics.initialize(_method_types())
+        metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
+    return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
+
+
+def _method_types() -> dict[str, str]:
+    """Every UserService method and its go-grpc-middleware grpc_type."""
+    kinds = {
+        (False, False): "unary",
+        (True, False): "client_stream",
+        (False, True): "server_stream",
+        (True, True): "bidi_stream",
+    }
+    return {
+        f"/{USER_SERVICE.full_name}/{method.name}": kinds[(method.client_streaming, method.server_streaming)]
+        for method in USER_SERVICE.methods
+    }
 
 
 async def serve(settings: ServerSettings) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
     running = await start_server(settings)
-    log.info("user-service listening on %s:%d", settings.host, running.port)
+    log.info(
+        "user-service listening on %s:%d (metrics: %s)",
+        settings.host,
+        running.port,
+        f"http://{settings.metrics_host}:{running.metrics_port}/metrics" if running.metrics_port else "off",
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,8 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scripts.otlp_receiver import OtlpReceiver
 
 CLI = str(Path(sys.executable).with_name("user-service"))
 
@@ -32,17 +35,24 @@ class ServerProcess:
         self._command = [CLI, "serve", "--host", "127.0.0.1", "--port", self.target.split(":")[1], *flags]
         self._env = {**os.environ, "USER_SERVICE_DATABASE_URL": database_url, **(env or {})}
         self.process: subprocess.Popen[str] | None = None
+        # A file, not a pipe: nobody reads a pipe while the server logs, and a full pipe
+        # would stall the server.
+        self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
 
     def start(self, ready_within: float = 15.0) -> ServerProcess:
-        self.process = subprocess.Popen(self._command, env=self._env, stderr=subprocess.PIPE, text=True)
+        self.process = subprocess.Popen(self._command, env=self._env, stderr=self._log, text=True)
         give_up = time.monotonic() + ready_within
         while self.health() != health_pb2.HealthCheckResponse.SERVING:
-            assert self.process.poll() is None, (
-                f"server exited: {self.process.stderr.read() if self.process.stderr else ''}"
-            )
+            assert self.process.poll() is None, f"server exited: {self.log()}"
             assert time.monotonic() < give_up, "server did not become SERVING in time"
             time.sleep(0.05)
         return self
+
+    def log(self) -> str:
+        """Everything the server wrote to stderr so far."""
+        self._log.flush()
+        self._log.seek(0)
+        return self._log.read()
 
     def health(self, service: str = "") -> int | None:
         """The health status, or None when the server does not answer."""
@@ -71,8 +81,21 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        if self.process is not None and self.process.stderr is not None:
-            self.process.stderr.close()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    with OtlpReceiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture(autouse=True)
+def export_traces_to_receiver(otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Servers and CLI calls started by these tests export their spans to a real OTLP receiver."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_receiver.endpoint)
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")
+    monkeypatch.setenv("USER_SERVICE_METRICS_PORT", "0")
 
 
 @pytest.fixture

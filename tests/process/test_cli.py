@@ -65,7 +65,9 @@ def test_unreachable_server_fails_within_the_deadline() -> None:
 
 def test_make_demo_script_runs_to_completion() -> None:
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "demo.py")], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "scripts.demo"], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "subscriber received all 6 events" in result.stdout
+    assert "SERVER   /user.v1.UserService/CreateUser" in result.stdout, "the demo shows the call's trace"
+    assert 'grpc_server_handled_total{grpc_code="OK"' in result.stdout

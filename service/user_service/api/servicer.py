@@ -4,20 +4,46 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
+from typing import Protocol
 
 import grpc
 
 from user_service.api import decode
 from user_service.api.codec import event_message, user_message
 from user_service.api.errors import abort_with, status_code_for
-from user_service.domain.errors import DomainError, EmailTakenError, ValidationError
+from user_service.domain.errors import (
+    DomainError,
+    EmailTakenError,
+    FeedClosedError,
+    SubscriberTooSlowError,
+    ValidationError,
+)
 from user_service.domain.feed import ChangeFeed
+from user_service.domain.models import UserEvent
 from user_service.domain.pagination import PageLimits
 from user_service.domain.users import UserDirectory
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
 BatchResult = user_pb2.BatchCreateUsersResponse.Result
+
+
+class SubscriptionObserver(Protocol):
+    """Told what happens on each SubscribeUsers stream (telemetry implements it)."""
+
+    def delivered(self, event: UserEvent, sequence: int) -> None:
+        """``sequence`` counts the stream's deliveries from 1."""
+
+    def ended(self, error: DomainError) -> None:
+        """The feed ended the stream (cut-off, shutdown)."""
+
+
+class _IgnoreSubscriptions:
+    def delivered(self, event: UserEvent, sequence: int) -> None:
+        pass
+
+    def ended(self, error: DomainError) -> None:
+        pass
 
 
 @asynccontextmanager
@@ -30,12 +56,19 @@ async def _domain_errors_as_status(context: Context) -> AsyncIterator[None]:
 
 class UserServicer(user_pb2_grpc.UserServiceServicer):
     def __init__(
-        self, directory: UserDirectory, feed: ChangeFeed, *, page_limits: PageLimits, max_batch_size: int
+        self,
+        directory: UserDirectory,
+        feed: ChangeFeed,
+        *,
+        page_limits: PageLimits,
+        max_batch_size: int,
+        subscription_observer: SubscriptionObserver | None = None,
     ) -> None:
         self._directory = directory
         self._feed = feed
         self._page_limits = page_limits
         self._max_batch_size = max_batch_size
+        self._subscriptions = subscription_observer or _IgnoreSubscriptions()
 
     async def GetUser(self, request: user_pb2.GetUserRequest, context: Context) -> user_pb2.GetUserResponse:
         async with _domain_errors_as_status(context):
@@ -81,8 +114,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
         async with _domain_errors_as_status(context):
             since = decode.since_event_id(request)
             async with aclosing(self._feed.events(since)) as events:
-                async for event in events:
-                    yield event_message(event)
+                delivered = 0
+                try:
+                    async for event in events:
+                        delivered += 1
+                        self._subscriptions.delivered(event, delivered)
+                        yield event_message(event)
+                except (SubscriberTooSlowError, FeedClosedError) as ended:
+                    self._subscriptions.ended(ended)
+                    raise
 
     async def BatchCreateUsers(
         self, request_iterator: AsyncIterable[user_pb2.CreateUserRequest], context: Context

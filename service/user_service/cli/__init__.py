@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -36,16 +35,26 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = ServerSettings(
-        **_given(args, "host", "port", "database_url", "grace_period", "drain_delay", "log_level")
-    )
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        **_given(
+            args,
+            "host",
+            "port",
+            "database_url",
+            "grace_period",
+            "drain_delay",
+            "log_level",
+            "log_format",
+            "metrics_port",
+        )
     )
     from user_service.server import serve  # the server's imports are not needed by client commands
+    from user_service.telemetry.logging import configure_logging
 
-    asyncio.run(serve(settings))
+    log_writer = configure_logging(settings.log_level, settings.log_format)
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        log_writer.stop()
     return 0
 
 
@@ -72,6 +81,10 @@ def _parser() -> argparse.ArgumentParser:
         "--drain-delay", type=float, help="NOT_SERVING seconds before refusing calls (default 0)"
     )
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
+    serve.add_argument("--log-format", choices=["json", "text"], help="default json")
+    serve.add_argument(
+        "--metrics-port", type=int, help="/metrics port (env USER_SERVICE_METRICS_PORT, default 9464)"
+    )
 
     create = sub.add_parser("create", parents=[client], help="create a user")
     create.add_argument("--name", required=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, TextIO
@@ -13,15 +14,27 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from user_service.cli.output import print_message
 from user_service.config import ClientSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.telemetry.setup import setup_telemetry
+from user_service.telemetry.tracing import client_interceptors
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
+CLI_SERVICE_NAME = "user-service-cli"
+
+
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
-    async with grpc.aio.insecure_channel(settings.target) as channel:
-        stub = user_pb2_grpc.UserServiceStub(channel)
-        await _COMMANDS[args.command](stub, args, settings.timeout)
+    """Runs one command inside a root span; the server's spans continue its trace."""
+    telemetry = setup_telemetry(CLI_SERVICE_NAME)
+    interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
+    try:
+        async with grpc.aio.insecure_channel(settings.target, interceptors=interceptors) as channel:
+            stub = user_pb2_grpc.UserServiceStub(channel)
+            with telemetry.tracer.start_as_current_span(f"{CLI_SERVICE_NAME} {args.command}"):
+                await _COMMANDS[args.command](stub, args, settings.timeout)
+    finally:
+        await asyncio.to_thread(telemetry.shutdown)
     return 0
 
 

@@ -1,0 +1,169 @@
+"""Observes the outcome of every RPC — status code, duration, messages in and out.
+
+One wrapper serves every observer (Prometheus metrics, the access log), so the
+subtle part is written once: deciding the final status of each of the four RPC
+kinds, including streams that end by cancellation, deadline or abort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeAlias
+
+import grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
+
+
+@dataclass(slots=True)
+class RpcCall:
+    """One RPC as observers see it. ``received``/``sent`` count messages."""
+
+    service: str
+    method: str
+    type: GrpcType
+    context: Context
+    start: float
+    received: int = 0
+    sent: int = 0
+
+
+class RpcObserver(Protocol):
+    def started(self, call: RpcCall) -> None: ...
+
+    def finished(self, call: RpcCall, code: grpc.StatusCode, duration: float) -> None: ...
+
+
+class RpcObservationInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, observers: Sequence[RpcObserver]) -> None:
+        self._observers = tuple(observers)
+        self._wrapped: dict[int, Handler] = {}  # registered handlers never change: wrap each once
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or not self._observers:
+            return handler
+        wrapped = self._wrapped.get(id(handler))
+        if wrapped is None:
+            wrapped = self._wrapped[id(handler)] = _observed(
+                handler, handler_call_details.method, self._observers
+            )
+        return wrapped
+
+
+def grpc_type(handler: Any) -> GrpcType:
+    if handler.request_streaming:
+        return "bidi_stream" if handler.response_streaming else "client_stream"
+    return "server_stream" if handler.response_streaming else "unary"
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status the client receives, as best the server can tell."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):  # the caller went away
+        remaining = context.time_remaining()
+        expired = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is not None and not isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.UNKNOWN  # what grpc.aio answers for an unhandled exception
+    return grpc.StatusCode.OK
+
+
+class _Observation:
+    """Starts and finishes one RpcCall across all observers."""
+
+    def __init__(self, service: str, method: str, kind: GrpcType, observers: tuple[RpcObserver, ...]) -> None:
+        self._service, self._method, self._kind, self._observers = service, method, kind, observers
+
+    def start(self, context: Context) -> RpcCall:
+        call = RpcCall(self._service, self._method, self._kind, context, time.perf_counter())
+        for observer in self._observers:
+            observer.started(call)
+        return call
+
+    def finish(self, call: RpcCall, error: BaseException | None) -> None:
+        code = final_code(call.context, error)
+        duration = time.perf_counter() - call.start
+        for observer in self._observers:
+            observer.finished(call, code, duration)
+
+    @staticmethod
+    async def counted(requests: AsyncIterable[Any], call: RpcCall) -> AsyncIterator[Any]:
+        async for request in requests:
+            call.received += 1
+            yield request
+
+
+def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Handler:
+    """``handler`` is Any: types-grpcio types method handlers for the sync server only."""
+    service, _, method = path.lstrip("/").rpartition("/")
+    kind = grpc_type(handler)
+    observation = _Observation(service, method, kind, observers)
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+
+    if not handler.response_streaming:
+
+        async def unary_response(request: Any, context: Context) -> Any:
+            call = observation.start(context)
+            if handler.request_streaming:
+                request = observation.counted(request, call)
+            else:
+                call.received = 1
+            error: BaseException | None = None
+            try:
+                response = await behavior(request, context)
+                call.sent = 1
+                return response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                observation.finish(call, error)
+
+        factory = (
+            grpc.stream_unary_rpc_method_handler
+            if handler.request_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        return factory(unary_response, **serializers)
+
+    async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        call = observation.start(context)
+        if handler.request_streaming:
+            request = observation.counted(request, call)
+        else:
+            call.received = 1
+        error: BaseException | None = None
+        try:
+            async with aclosing(behavior(request, context)) as responses:
+                async for response in responses:
+                    call.sent += 1
+                    yield response
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            observation.finish(call, error)
+
+    factory = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.request_streaming
+        else grpc.unary_stream_rpc_method_handler
+    )
+    return factory(streaming_response, **serializers)

@@ -1,0 +1,82 @@
+"""Telemetry of the change feed: publication spans and counts, delivery spans and lag, cut-offs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from user_service.domain.errors import DomainError, FeedClosedError, SubscriberTooSlowError
+from user_service.domain.events import EventBroker
+from user_service.domain.models import EventType, UserEvent
+from user_service.telemetry.metrics import ServiceMetrics
+
+# Delivery spans per stream are capped: a subscription can live for days, a trace should not.
+MAX_DELIVERY_SPANS_PER_STREAM = 100
+_DESTINATION = "user_events"
+
+
+def _event_attributes(event: UserEvent, operation: str) -> dict[str, str | int]:
+    return {
+        "messaging.system": "user_service",
+        "messaging.destination.name": _DESTINATION,
+        "messaging.operation.name": operation,
+        "messaging.message.id": str(event.event_id),
+        "user_service.event.type": event.type.value,
+    }
+
+
+class InstrumentedEventBroker(EventBroker):
+    """An ``EventBroker`` whose fan-out is traced and counted."""
+
+    def __init__(
+        self, *, buffer_size: int, max_subscribers: int, tracer: trace.Tracer, metrics: ServiceMetrics
+    ) -> None:
+        super().__init__(buffer_size=buffer_size, max_subscribers=max_subscribers)
+        self._tracer = tracer
+        self._published = {t: metrics.events_published.labels(t.value) for t in EventType}
+        self._users = metrics.users
+        metrics.subscribers.set_function(lambda: self.subscriber_count)
+
+    def publish(self, event: UserEvent) -> None:
+        with self._tracer.start_as_current_span(
+            f"{_DESTINATION} publish", kind=SpanKind.PRODUCER, attributes=_event_attributes(event, "publish")
+        ) as span:
+            span.set_attribute("user_service.subscribers", self.subscriber_count)
+            super().publish(event)
+        self._published[event.type].inc()
+        if event.type is EventType.CREATED:
+            self._users.inc()
+        elif event.type is EventType.DELETED:
+            self._users.dec()
+
+
+class FeedTelemetry:
+    """A ``SubscriptionObserver``: what happens to each subscriber's stream."""
+
+    def __init__(self, tracer: trace.Tracer, metrics: ServiceMetrics) -> None:
+        self._tracer = tracer
+        self._lag = metrics.delivery_lag
+        self._cutoffs = {
+            SubscriberTooSlowError: metrics.subscriber_cutoffs.labels("too_slow"),
+            FeedClosedError: metrics.subscriber_cutoffs.labels("shutdown"),
+        }
+
+    def delivered(self, event: UserEvent, sequence: int) -> None:
+        lag = max(0.0, (datetime.now(UTC) - event.event_time).total_seconds())
+        self._lag.observe(lag)
+        if sequence <= MAX_DELIVERY_SPANS_PER_STREAM:
+            attributes = {**_event_attributes(event, "deliver"), "user_service.event.lag_seconds": lag}
+            self._tracer.start_span(
+                f"{_DESTINATION} deliver", kind=SpanKind.CONSUMER, attributes=attributes
+            ).end()
+        elif sequence == MAX_DELIVERY_SPANS_PER_STREAM + 1:
+            trace.get_current_span().add_event(
+                "delivery spans capped", {"user_service.max_delivery_spans": MAX_DELIVERY_SPANS_PER_STREAM}
+            )
+
+    def ended(self, error: DomainError) -> None:
+        counter = self._cutoffs.get(type(error))
+        if counter is not None:
+            counter.inc()

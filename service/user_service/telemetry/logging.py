@@ -1,0 +1,112 @@
+"""Structured logs: one JSON object per line, carrying the active trace and span ids."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sys
+from logging.handlers import QueueHandler, QueueListener
+from typing import Literal, TextIO
+
+import grpc
+from opentelemetry import trace
+from pythonjsonlogger.json import JsonFormatter
+
+from user_service.api.interceptors.observation import RpcCall
+from user_service.telemetry.grpc_codes import GO_CODE_NAMES
+
+LogFormat = Literal["json", "text"]
+ACCESS_LOGGER = "user_service.access"
+_HEALTH_SERVICE = "grpc.health.v1.Health"
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id``/``span_id`` of the active span, so a log line leads to its trace."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+class BoundedQueueHandler(QueueHandler):
+    """Hands records to the writer thread; never blocks: on a full queue the record is
+    dropped and counted, so a stalled stderr cannot stall the event loop."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(queue.Queue(capacity))
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+def configure_logging(
+    level: str, log_format: LogFormat, *, stream: TextIO | None = None, capacity: int = 10_000
+) -> QueueListener:
+    """Routes every record through a bounded queue to one stderr writer thread.
+
+    The trace ids are attached on the calling side, where the span is current; formatting
+    and the write happen on the writer thread. Stop the returned listener to flush.
+    """
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                rename_fields={"levelname": "level", "name": "logger"},
+                timestamp="time",  # ISO 8601, UTC
+            )
+        )
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    to_writer = BoundedQueueHandler(capacity)
+    to_writer.addFilter(TraceContextFilter())
+    root = logging.getLogger()
+    root.handlers = [to_writer]
+    root.setLevel(level.upper())
+    listener = QueueListener(to_writer.queue, handler, respect_handler_level=True)
+    listener.start()
+    return listener
+
+
+class AccessLog:
+    """An ``RpcObserver``: one line per finished RPC (health checks only at DEBUG).
+
+    Fields are what an operator needs — method, type, code, duration, peer, message
+    counts — and never request content.
+    """
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger(ACCESS_LOGGER)
+
+    def started(self, call: RpcCall) -> None:
+        pass
+
+    def finished(self, call: RpcCall, code: grpc.StatusCode, duration: float) -> None:
+        level = logging.DEBUG if call.service == _HEALTH_SERVICE else logging.INFO
+        if not self._logger.isEnabledFor(level):
+            return
+        self._logger.log(
+            level,
+            "%s/%s %s",
+            call.service,
+            call.method,
+            GO_CODE_NAMES[code],
+            extra={
+                "rpc_service": call.service,
+                "rpc_method": call.method,
+                "grpc_type": call.type,
+                "grpc_code": GO_CODE_NAMES[code],
+                "duration_ms": round(duration * 1000, 3),
+                "peer": call.context.peer(),
+                "messages_received": call.received,
+                "messages_sent": call.sent,
+            },
+        )

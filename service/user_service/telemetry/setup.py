@@ -1,0 +1,110 @@
+"""The process-wide telemetry singletons, created in one call: the OpenTelemetry providers
+and the Prometheus registry, plus the /metrics HTTP endpoint that serves the registry."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from opentelemetry import trace
+from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from prometheus_client import (
+    CollectorRegistry,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+    make_wsgi_app,
+)
+from prometheus_client.exposition import ThreadingWSGIServer
+
+from user_service.telemetry.tracing import build_resource, build_tracer_provider, is_recording
+
+INSTRUMENTATION_NAME = "user_service"
+FLUSH_TIMEOUT_SECONDS = 3.0
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes are not worth a log line each."""
+
+
+@dataclass
+class Telemetry:
+    registry: CollectorRegistry
+    meter_provider: MeterProvider
+    tracer_provider: TracerProvider
+    _metrics_http: tuple[WSGIServer, threading.Thread] | None = field(default=None, init=False)
+
+    @property
+    def tracing(self) -> bool:
+        return is_recording(self.tracer_provider)
+
+    @property
+    def tracer(self) -> trace.Tracer:
+        return self.tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+
+    def serve_metrics(self, host: str, port: int) -> int:
+        """Serves the registry on http://host:port/metrics in a thread; returns the bound port.
+
+        Content negotiation: Prometheus asking for ``application/openmetrics-text`` gets
+        OpenMetrics, with exemplars; anything else gets the classic text format.
+        """
+        server = make_server(host, port, make_wsgi_app(self.registry), ThreadingWSGIServer, _QuietHandler)
+        # A short poll interval lets shutdown() return promptly (the default waits 0.5 s).
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True
+        )
+        thread.start()
+        self._metrics_http = (server, thread)
+        return int(server.server_port)
+
+    def shutdown(self, flush_timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
+        """Stops /metrics and flushes buffered spans, waiting at most ``flush_timeout``.
+
+        With the collector down, the OTLP exporter keeps retrying for its whole timeout
+        (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); a process that is stopping should
+        not wait that long for spans that cannot be delivered anyway.
+        """
+        if self._metrics_http is not None:
+            server, thread = self._metrics_http
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+            self._metrics_http = None
+        flush = threading.Thread(target=self._shutdown_providers, name="telemetry-shutdown", daemon=True)
+        flush.start()
+        flush.join(flush_timeout)
+
+    def _shutdown_providers(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def setup_telemetry(
+    service_name: str,
+    *,
+    span_exporter: SpanExporter | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> Telemetry:
+    """Spans go to OTLP through a batch processor. Tests replace the exporter (still
+    batched) or the whole processor (e.g. synchronous, in memory)."""
+    # Let the SDK count its own work (spans exported, dropped for a full queue) unless the
+    # operator said otherwise; those counters reach /metrics through the bridge below.
+    os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
+    registry = CollectorRegistry()
+    for collector in (ProcessCollector, PlatformCollector, GCCollector):
+        collector(registry=registry)
+    meter_provider = MeterProvider(
+        metric_readers=[PrometheusMetricReader(disable_target_info=True, registry=registry)],
+        resource=build_resource(service_name),
+        shutdown_on_exit=False,
+    )
+    tracer_provider = build_tracer_provider(
+        service_name, meter_provider, span_exporter=span_exporter, span_processor=span_processor
+    )
+    return Telemetry(registry, meter_provider, tracer_provider)

@@ -1,0 +1,108 @@
+"""A ``UserStore`` decorator: a client span and a latency observation per store operation."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from user_service.domain.errors import DomainError
+from user_service.domain.models import NewUser, User, UserChanges, UserEvent
+from user_service.store.base import UserStore
+from user_service.telemetry.metrics import ServiceMetrics
+
+T = TypeVar("T")
+
+# Store method -> (db.operation.name, db.collection.name). No statement text and no values:
+# spans describe what kind of work ran, never whose data.
+_OPERATIONS = {
+    "get_user": ("SELECT", "users"),
+    "list_users": ("SELECT", "users"),
+    "count_users": ("SELECT", "users"),
+    "create_user": ("INSERT", "users"),
+    "update_user": ("UPDATE", "users"),
+    "delete_user": ("DELETE", "users"),
+    "list_events": ("SELECT", "user_events"),
+    "last_event_id": ("SELECT", "user_events"),
+}
+
+
+class TracedUserStore:
+    def __init__(
+        self, store: UserStore, *, db_system: str, tracer: trace.Tracer, metrics: ServiceMetrics
+    ) -> None:
+        self._store = store
+        self._db_system = db_system
+        self._tracer = tracer
+        self._histograms = {
+            name: metrics.store_operation.labels(db_system, operation, collection)
+            for name, (operation, collection) in _OPERATIONS.items()
+        }
+
+    async def _traced(self, name: str, operation: Awaitable[T]) -> T:
+        db_operation, collection = _OPERATIONS[name]
+        attributes = {
+            "db.system.name": self._db_system,
+            "db.operation.name": db_operation,
+            "db.collection.name": collection,
+            "code.function.name": f"UserStore.{name}",
+        }
+        start = time.perf_counter()
+        with self._tracer.start_as_current_span(
+            f"{db_operation} {collection}",
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            try:
+                return await operation
+            except DomainError as error:  # an expected outcome (not found, conflict): not a span error
+                span.set_attribute("error.type", type(error).__name__)
+                raise
+            except Exception as error:
+                span.set_attribute("error.type", type(error).__name__)
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+                raise
+            finally:
+                self._histograms[name].observe(time.perf_counter() - start)
+
+    async def get_user(self, *, user_id: int) -> User:
+        return await self._traced("get_user", self._store.get_user(user_id=user_id))
+
+    async def list_users(self, *, after_id: int, limit: int) -> list[User]:
+        return await self._traced("list_users", self._store.list_users(after_id=after_id, limit=limit))
+
+    async def count_users(self) -> int:
+        return await self._traced("count_users", self._store.count_users())
+
+    async def create_user(self, *, new_user: NewUser) -> UserEvent:
+        return await self._traced("create_user", self._store.create_user(new_user=new_user))
+
+    async def update_user(
+        self, *, user_id: int, changes: UserChanges, expected_version: int | None
+    ) -> UserEvent:
+        return await self._traced(
+            "update_user",
+            self._store.update_user(user_id=user_id, changes=changes, expected_version=expected_version),
+        )
+
+    async def delete_user(self, *, user_id: int, expected_version: int | None) -> UserEvent:
+        return await self._traced(
+            "delete_user", self._store.delete_user(user_id=user_id, expected_version=expected_version)
+        )
+
+    async def list_events(self, *, after_event_id: int, limit: int) -> list[UserEvent]:
+        return await self._traced(
+            "list_events", self._store.list_events(after_event_id=after_event_id, limit=limit)
+        )
+
+    async def last_event_id(self) -> int:
+        return await self._traced("last_event_id", self._store.last_event_id())
+
+    async def close(self) -> None:
+        await self._store.close()

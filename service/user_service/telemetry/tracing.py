@@ -1,0 +1,84 @@
+"""The OpenTelemetry tracer provider and the gRPC tracing interceptors.
+
+Configured only through the standard ``OTEL_*`` variables, which the SDK reads itself:
+``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``(``_ARG``),
+``OTEL_EXPORTER_OTLP_ENDPOINT`` and friends, ``OTEL_BSP_*``, ``OTEL_SDK_DISABLED``.
+This module only supplies defaults for what they leave unset.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
+from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.sdk.resources import OTELResourceDetector, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from user_service import __version__
+
+DEFAULT_ENVIRONMENT = "development"
+
+
+def build_resource(service_name: str) -> Resource:
+    """Our defaults, overridden by whatever OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES say."""
+    defaults = Resource.create(
+        {
+            "service.name": service_name,
+            "service.version": __version__,
+            "service.instance.id": str(uuid.uuid4()),
+            # The current semantic convention and the name older backends still look for.
+            "deployment.environment.name": DEFAULT_ENVIRONMENT,
+            "deployment.environment": DEFAULT_ENVIRONMENT,
+        }
+    )
+    return defaults.merge(OTELResourceDetector().detect())
+
+
+def build_tracer_provider(
+    service_name: str,
+    meter_provider: MeterProvider,
+    *,
+    span_exporter: SpanExporter | None = None,
+    span_processor: SpanProcessor | None = None,
+) -> TracerProvider:
+    """A provider exporting over OTLP/gRPC through a bounded queue.
+
+    ``BatchSpanProcessor`` never blocks the caller: when its queue (OTEL_BSP_MAX_QUEUE_SIZE,
+    default 2048) is full, spans are dropped — and counted in
+    ``otel_sdk_processor_span_processed_total{error_type="queue_full"}`` — so a down or
+    slow collector costs no request latency.
+    """
+    # shutdown_on_exit=False: Telemetry.shutdown() flushes with a bounded wait instead of an
+    # atexit hook that could hold the process for the exporter's full retry budget.
+    provider = TracerProvider(resource=build_resource(service_name), shutdown_on_exit=False)
+    if span_processor is None:
+        exporter = span_exporter or OTLPSpanExporter(meter_provider=meter_provider)
+        span_processor = BatchSpanProcessor(exporter, meter_provider=meter_provider)
+    provider.add_span_processor(span_processor)
+    return provider
+
+
+def is_recording(provider: trace.TracerProvider) -> bool:
+    """False when the SDK is disabled (OTEL_SDK_DISABLED=true): then nothing is traced."""
+    return not isinstance(provider.get_tracer(__name__), trace.NoOpTracer)
+
+
+def server_interceptor(provider: trace.TracerProvider) -> grpc.aio.ServerInterceptor:
+    """Server spans for every RPC except health checks."""
+    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(
+        tracer_provider=provider, filter_=negate(health_check())
+    )
+    return interceptor
+
+
+def client_interceptors(provider: trace.TracerProvider) -> Sequence[grpc.aio.ClientInterceptor]:
+    """Client spans that inject W3C trace context, so the server continues the caller's trace."""
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = aio_client_interceptors(tracer_provider=provider)
+    return interceptors

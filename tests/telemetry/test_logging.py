@@ -1,0 +1,96 @@
+"""Structured logs: JSON lines, the active trace id, one access line per RPC, no personal data."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import queue
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tests.conftest import create_user
+from user_service.gen.user.v1 import user_pb2
+from user_service.telemetry.logging import ACCESS_LOGGER, BoundedQueueHandler, configure_logging
+
+if TYPE_CHECKING:
+    from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
+
+ReadLogs = Callable[[], list[dict[str, Any]]]
+
+
+@pytest.fixture
+def read_json_logs() -> Iterator[ReadLogs]:
+    """JSON logging for the test; calling the result flushes and parses every line."""
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    output = io.StringIO()
+    writer = configure_logging("INFO", "json", stream=output)
+    stopped = False
+
+    def read() -> list[dict[str, Any]]:
+        nonlocal stopped
+        if not stopped:
+            writer.stop()  # drains the queue
+            stopped = True
+        return [json.loads(line) for line in output.getvalue().splitlines()]
+
+    yield read
+    if not stopped:
+        writer.stop()
+    root.handlers, root.level = saved
+
+
+async def test_one_access_line_per_rpc_carrying_the_trace_id(
+    read_json_logs: ReadLogs, stub: Stub, spans: InMemorySpanExporter
+) -> None:
+    await create_user(stub, "Private Person", "private@example.com")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GetUser(user_pb2.GetUserRequest(id=999))
+    access = [line for line in read_json_logs() if line["logger"] == ACCESS_LOGGER]
+    assert [(line["rpc_method"], line["grpc_code"]) for line in access] == [
+        ("CreateUser", "OK"),
+        ("GetUser", "NotFound"),
+    ]
+    create = access[0]
+    assert (create["rpc_service"], create["grpc_type"]) == ("user.v1.UserService", "unary")
+    assert (create["messages_received"], create["messages_sent"]) == (1, 1)
+    assert create["duration_ms"] > 0
+    assert create["peer"].startswith("ipv4:127.0.0.1:")
+    assert create["level"] == "INFO"
+    assert create["time"].endswith("+00:00"), "ISO 8601 in UTC"
+    server_span = next(s for s in spans.get_finished_spans() if s.name == "/user.v1.UserService/CreateUser")
+    assert server_span.context is not None
+    assert create["trace_id"] == format(server_span.context.trace_id, "032x")
+    assert create["span_id"] == format(server_span.context.span_id, "016x")
+    assert "Private" not in json.dumps(access)
+    assert "private@" not in json.dumps(access)
+
+
+def test_lines_outside_a_span_have_no_trace_id(read_json_logs: ReadLogs) -> None:
+    logging.getLogger("user_service.test").warning("plain %s", "message")
+    (line,) = read_json_logs()
+    assert (line["message"], line["level"], line["logger"]) == (
+        "plain message",
+        "WARNING",
+        "user_service.test",
+    )
+    assert "trace_id" not in line
+
+
+def test_a_full_log_queue_drops_and_counts_instead_of_blocking() -> None:
+    handler = BoundedQueueHandler(capacity=2)
+    logger = logging.getLogger("user_service.test.bounded")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        for i in range(5):
+            logger.warning("record %d", i)
+    finally:
+        logger.removeHandler(handler)
+    assert isinstance(handler.queue, queue.Queue)
+    assert (handler.queue.qsize(), handler.dropped) == (2, 3)
