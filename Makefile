@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools run demo test lint fmt clean
+.PHONY: help setup proto tools run demo test bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -61,15 +61,18 @@ demo: setup ## a server, every RPC through the CLI, a live subscriber, the resul
 test: setup tools ## the whole test suite against real servers on loopback
 	$(BIN)/pytest
 
+bench: setup tools ## telemetry overhead: unary throughput/latency, bare vs metrics vs tracing
+	$(BIN)/python -m bench.telemetry_overhead
+
 lint: setup tools ## ruff, mypy, buf lint
-	$(BIN)/ruff check service tests scripts
-	$(BIN)/ruff format --check service tests scripts
+	$(BIN)/ruff check service tests scripts bench
+	$(BIN)/ruff format --check service tests scripts bench
 	$(BIN)/mypy
 	cd proto && buf lint
 
 fmt: setup ## format the code
-	$(BIN)/ruff format service tests scripts
-	$(BIN)/ruff check --fix service tests scripts
+	$(BIN)/ruff format service tests scripts bench
+	$(BIN)/ruff check --fix service tests scripts bench
 	cd proto && buf format -w
 
 clean: ## remove the virtualenv, generated code and local data

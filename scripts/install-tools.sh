@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the pinned third-party Go tools (buf, grpcurl, grpc-health-probe) into a cache
+# Builds the pinned third-party Go tools (buf, grpcurl, grpc-health-probe, ghz) into a cache
 # outside the repository, so repeat runs are instant. Versions come from .env.
 #
 #   TOOLS_DIR   where binaries go (default: ~/.cache/user-service/tools/bin)
@@ -30,4 +30,5 @@ build() {  # build NAME MODULE_PATH VERSION
 build buf github.com/bufbuild/buf/cmd/buf "$BUF_VERSION"
 build grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION"
 build grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe "$GRPC_HEALTH_PROBE_VERSION"
+build ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION"
 echo "$TOOLS_DIR"

@@ -24,9 +24,9 @@ from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker
 from user_service.telemetry.logging import AccessLog
 from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
+from user_service.telemetry.server_spans import ServerSpans
 from user_service.telemetry.setup import Telemetry, setup_telemetry
-from user_service.telemetry.store import TracedUserStore
-from user_service.telemetry.tracing import server_interceptor
+from user_service.telemetry.store import InstrumentedUserStore
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,8 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     store = await open_store(settings)
     broker: EventBroker
     if instrumented:
-        store = TracedUserStore(store, db_system="sqlite", tracer=telemetry.tracer, metrics=service_metrics)
+        tracer = telemetry.tracer if telemetry.tracing else None
+        store = InstrumentedUserStore(store, db_system="sqlite", tracer=tracer, metrics=service_metrics)
         broker = InstrumentedEventBroker(
             buffer_size=settings.subscriber_buffer,
             max_subscribers=settings.max_subscribers,
@@ -95,16 +96,20 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     )
 
     grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
+    # The server span first: it is current while the others run, so metrics find their
+    # exemplar and log lines their trace id.
     observers: list[RpcObserver] = [
-        o for o in (grpc_metrics, AccessLog() if settings.access_log else None) if o
+        observer
+        for observer in (
+            ServerSpans(telemetry.tracer) if telemetry.tracing else None,
+            grpc_metrics,
+            AccessLog() if settings.access_log else None,
+        )
+        if observer is not None
     ]
-    # Outermost first: the server span must be current while metrics pick their exemplar.
-    interceptors: list[grpc.aio.ServerInterceptor] = []
-    if telemetry.tracing:
-        interceptors.append(server_interceptor(telemetry.tracer_provider))
-    interceptors += [RpcObservationInterceptor(observers), RequestDecodingInterceptor()]
-
-    server = grpc.aio.server(interceptors=interceptors)
+    server = grpc.aio.server(
+        interceptors=[RpcObservationInterceptor(observers), RequestDecodingInterceptor()]
+    )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

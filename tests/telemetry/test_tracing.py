@@ -10,6 +10,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -71,6 +72,7 @@ async def test_unary_server_span_continues_the_client_trace_with_store_and_publi
         "rpc.grpc.status_code": 0,
     }
     assert {key: server.attributes.get(key) for key in expected} == expected
+    assert server.attributes["network.peer.address"] == "127.0.0.1"
     children = {span.name: span for span in _children(spans, server)}
     assert set(children) == {"INSERT users", "user_events publish"}
     insert = children["INSERT users"]
@@ -164,6 +166,18 @@ async def test_server_streaming_span_ends_on_server_shutdown(
     stream = _one(spans, "/user.v1.UserService/SubscribeUsers")
     assert stream.attributes is not None
     assert stream.attributes["rpc.grpc.status_code"] == grpc.StatusCode.UNAVAILABLE.value[0]
+
+
+async def test_a_request_its_caller_did_not_sample_records_no_spans(
+    server: RunningServer, spans: InMemorySpanExporter
+) -> None:
+    """Parent-based sampling: the server follows the caller's decision, children included."""
+    spans.clear()  # the start-up count of users is traced on its own
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    interceptors = client_interceptors(provider)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", interceptors=interceptors) as channel:
+        await create_user(user_pb2_grpc.UserServiceStub(channel))
+    assert spans.get_finished_spans() == ()
 
 
 async def test_health_checks_are_not_traced(server: RunningServer, spans: InMemorySpanExporter) -> None:

@@ -11,6 +11,7 @@ from user_service.domain.errors import DomainError, FeedClosedError, SubscriberT
 from user_service.domain.events import EventBroker
 from user_service.domain.models import EventType, UserEvent
 from user_service.telemetry.metrics import ServiceMetrics
+from user_service.telemetry.tracing import traced_here
 
 # Delivery spans per stream are capped: a subscription can live for days, a trace should not.
 MAX_DELIVERY_SPANS_PER_STREAM = 100
@@ -40,10 +41,15 @@ class InstrumentedEventBroker(EventBroker):
         metrics.subscribers.set_function(lambda: self.subscriber_count)
 
     def publish(self, event: UserEvent) -> None:
-        with self._tracer.start_as_current_span(
-            f"{_DESTINATION} publish", kind=SpanKind.PRODUCER, attributes=_event_attributes(event, "publish")
-        ) as span:
-            span.set_attribute("user_service.subscribers", self.subscriber_count)
+        if traced_here():
+            with self._tracer.start_as_current_span(
+                f"{_DESTINATION} publish",
+                kind=SpanKind.PRODUCER,
+                attributes=_event_attributes(event, "publish"),
+            ) as span:
+                span.set_attribute("user_service.subscribers", self.subscriber_count)
+                super().publish(event)
+        else:
             super().publish(event)
         self._published[event.type].inc()
         if event.type is EventType.CREATED:
@@ -66,7 +72,7 @@ class FeedTelemetry:
     def delivered(self, event: UserEvent, sequence: int) -> None:
         lag = max(0.0, (datetime.now(UTC) - event.event_time).total_seconds())
         self._lag.observe(lag)
-        if sequence <= MAX_DELIVERY_SPANS_PER_STREAM:
+        if sequence <= MAX_DELIVERY_SPANS_PER_STREAM and traced_here():
             attributes = {**_event_attributes(event, "deliver"), "user_service.event.lag_seconds": lag}
             self._tracer.start_span(
                 f"{_DESTINATION} deliver", kind=SpanKind.CONSUMER, attributes=attributes

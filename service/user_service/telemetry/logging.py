@@ -89,7 +89,9 @@ class AccessLog:
     def started(self, call: RpcCall) -> None:
         pass
 
-    def finished(self, call: RpcCall, code: grpc.StatusCode, duration: float) -> None:
+    def finished(
+        self, call: RpcCall, state: None, code: grpc.StatusCode, duration: float, error: BaseException | None
+    ) -> None:
         level = logging.DEBUG if call.service == _HEALTH_SERVICE else logging.INFO
         if not self._logger.isEnabledFor(level):
             return

@@ -107,7 +107,9 @@ class GrpcServerMetrics:
     def started(self, call: RpcCall) -> None:
         self._method_series(call.type, call.service, call.method).started.inc()
 
-    def finished(self, call: RpcCall, code: grpc.StatusCode, duration: float) -> None:
+    def finished(
+        self, call: RpcCall, state: None, code: grpc.StatusCode, duration: float, error: BaseException | None
+    ) -> None:
         key = (call.type, call.service, call.method)
         series = self._method_series(*key)
         self._handled_child(series, key, code).inc()

@@ -13,6 +13,7 @@ from user_service.domain.errors import DomainError
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
 from user_service.store.base import UserStore
 from user_service.telemetry.metrics import ServiceMetrics
+from user_service.telemetry.tracing import traced_here
 
 T = TypeVar("T")
 
@@ -30,9 +31,11 @@ _OPERATIONS = {
 }
 
 
-class TracedUserStore:
+class InstrumentedUserStore:
+    """``tracer`` None: latency is still recorded, but no span is started (tracing is off)."""
+
     def __init__(
-        self, store: UserStore, *, db_system: str, tracer: trace.Tracer, metrics: ServiceMetrics
+        self, store: UserStore, *, db_system: str, tracer: trace.Tracer | None, metrics: ServiceMetrics
     ) -> None:
         self._store = store
         self._db_system = db_system
@@ -43,15 +46,22 @@ class TracedUserStore:
         }
 
     async def _traced(self, name: str, operation: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            if self._tracer is None or not traced_here():
+                return await operation
+            return await self._in_span(self._tracer, name, operation)
+        finally:
+            self._histograms[name].observe(time.perf_counter() - start)
+
+    async def _in_span(self, tracer: trace.Tracer, name: str, operation: Awaitable[T]) -> T:
         db_operation, collection = _OPERATIONS[name]
         attributes = {
             "db.system.name": self._db_system,
             "db.operation.name": db_operation,
             "db.collection.name": collection,
-            "code.function.name": f"UserStore.{name}",
         }
-        start = time.perf_counter()
-        with self._tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             f"{db_operation} {collection}",
             kind=SpanKind.CLIENT,
             attributes=attributes,
@@ -68,8 +78,6 @@ class TracedUserStore:
                 span.record_exception(error)
                 span.set_status(Status(StatusCode.ERROR, type(error).__name__))
                 raise
-            finally:
-                self._histograms[name].observe(time.perf_counter() - start)
 
     async def get_user(self, *, user_id: int) -> User:
         return await self._traced("get_user", self._store.get_user(user_id=user_id))

@@ -1,4 +1,7 @@
-"""The OpenTelemetry tracer provider and the gRPC tracing interceptors.
+"""The OpenTelemetry tracer provider and the client tracing interceptors.
+
+Server spans come from ``server_spans.ServerSpans`` (see there why not from the upstream
+aio server interceptor).
 
 Configured only through the standard ``OTEL_*`` variables, which the SDK reads itself:
 ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``(``_ARG``),
@@ -14,8 +17,7 @@ from collections.abc import Sequence
 import grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.grpc import aio_client_interceptors, aio_server_interceptor
-from opentelemetry.instrumentation.grpc.filters import health_check, negate
+from opentelemetry.instrumentation.grpc import aio_client_interceptors
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -65,17 +67,20 @@ def build_tracer_provider(
     return provider
 
 
+def traced_here() -> bool:
+    """Whether a child span started now could be recorded.
+
+    Under parent-based sampling (the default) a child of an unsampled span is never
+    recorded, yet creating it still costs a span's worth of work. Work on behalf of an
+    unsampled request therefore starts no child spans; work outside any trace does.
+    """
+    parent = trace.get_current_span().get_span_context()
+    return not parent.is_valid or parent.trace_flags.sampled
+
+
 def is_recording(provider: trace.TracerProvider) -> bool:
     """False when the SDK is disabled (OTEL_SDK_DISABLED=true): then nothing is traced."""
     return not isinstance(provider.get_tracer(__name__), trace.NoOpTracer)
-
-
-def server_interceptor(provider: trace.TracerProvider) -> grpc.aio.ServerInterceptor:
-    """Server spans for every RPC except health checks."""
-    interceptor: grpc.aio.ServerInterceptor = aio_server_interceptor(
-        tracer_provider=provider, filter_=negate(health_check())
-    )
-    return interceptor
 
 
 def client_interceptors(provider: trace.TracerProvider) -> Sequence[grpc.aio.ClientInterceptor]:

@@ -1,8 +1,9 @@
-"""Observes the outcome of every RPC — status code, duration, messages in and out.
+"""Observes every RPC — its span, status code, duration, messages in and out.
 
-One wrapper serves every observer (Prometheus metrics, the access log), so the
-subtle part is written once: deciding the final status of each of the four RPC
-kinds, including streams that end by cancellation, deadline or abort.
+One wrapper serves every observer (server spans, Prometheus metrics, the access log):
+the subtle part is written once — deciding the final status of each of the four RPC
+kinds, including streams that end by cancellation, deadline or abort — and a call pays
+for one wrapper, not one per concern.
 """
 
 from __future__ import annotations
@@ -35,9 +36,15 @@ class RpcCall:
 
 
 class RpcObserver(Protocol):
-    def started(self, call: RpcCall) -> None: ...
+    """Told when each RPC starts and finishes. Whatever ``started`` returns is handed back to
+    ``finished``; observers finish in reverse order, so the first one started (tracing,
+    whose span is current meanwhile) is the last to finish."""
 
-    def finished(self, call: RpcCall, code: grpc.StatusCode, duration: float) -> None: ...
+    def started(self, call: RpcCall) -> Any: ...
+
+    def finished(
+        self, call: RpcCall, state: Any, code: grpc.StatusCode, duration: float, error: BaseException | None
+    ) -> None: ...
 
 
 class RpcObservationInterceptor(grpc.aio.ServerInterceptor):
@@ -87,17 +94,15 @@ class _Observation:
     def __init__(self, service: str, method: str, kind: GrpcType, observers: tuple[RpcObserver, ...]) -> None:
         self._service, self._method, self._kind, self._observers = service, method, kind, observers
 
-    def start(self, context: Context) -> RpcCall:
+    def start(self, context: Context) -> tuple[RpcCall, list[Any]]:
         call = RpcCall(self._service, self._method, self._kind, context, time.perf_counter())
-        for observer in self._observers:
-            observer.started(call)
-        return call
+        return call, [observer.started(call) for observer in self._observers]
 
-    def finish(self, call: RpcCall, error: BaseException | None) -> None:
+    def finish(self, call: RpcCall, states: list[Any], error: BaseException | None) -> None:
         code = final_code(call.context, error)
         duration = time.perf_counter() - call.start
-        for observer in self._observers:
-            observer.finished(call, code, duration)
+        for observer, state in zip(reversed(self._observers), reversed(states), strict=True):
+            observer.finished(call, state, code, duration, error)
 
     @staticmethod
     async def counted(requests: AsyncIterable[Any], call: RpcCall) -> AsyncIterator[Any]:
@@ -120,7 +125,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
     if not handler.response_streaming:
 
         async def unary_response(request: Any, context: Context) -> Any:
-            call = observation.start(context)
+            call, states = observation.start(context)
             if handler.request_streaming:
                 request = observation.counted(request, call)
             else:
@@ -134,7 +139,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
                 error = raised
                 raise
             finally:
-                observation.finish(call, error)
+                observation.finish(call, states, error)
 
         factory = (
             grpc.stream_unary_rpc_method_handler
@@ -144,7 +149,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
         return factory(unary_response, **serializers)
 
     async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        call = observation.start(context)
+        call, states = observation.start(context)
         if handler.request_streaming:
             request = observation.counted(request, call)
         else:
@@ -159,7 +164,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
             error = raised
             raise
         finally:
-            observation.finish(call, error)
+            observation.finish(call, states, error)
 
     factory = (
         grpc.stream_stream_rpc_method_handler
