@@ -43,6 +43,21 @@ class ServerSettings(BaseSettings):
     max_subscribers: Annotated[int, Field(ge=1)] = Field(
         1000, description="Concurrent SubscribeUsers streams."
     )
+    max_message_bytes: Annotated[int, Field(ge=1024)] = Field(
+        1024 * 1024, description="Largest request message accepted; larger ones are RESOURCE_EXHAUSTED."
+    )
+    max_concurrent_rpcs: Annotated[int, Field(ge=1)] = Field(
+        2000, description="RPCs in flight (streams included); beyond it calls get RESOURCE_EXHAUSTED."
+    )
+    max_streams_per_connection: Annotated[int, Field(ge=1)] = Field(
+        100, description="HTTP/2 concurrent streams one connection may open."
+    )
+    keepalive_seconds: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="Ping idle connections this often; drop them if no answer within 20 s."
+    )
+    min_client_ping_seconds: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Clients pinging more often than this are disconnected (GOAWAY)."
+    )
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per line, with trace ids."

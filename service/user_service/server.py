@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection
 
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
 from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
+from user_service.api.interceptors.recovery import RecoveryInterceptor
 from user_service.api.servicer import UserServicer
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
@@ -108,7 +109,14 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         if observer is not None
     ]
     server = grpc.aio.server(
-        interceptors=[RpcObservationInterceptor(observers), RequestDecodingInterceptor()]
+        # Outermost first: observation sees the status the other two settle on.
+        interceptors=[
+            RpcObservationInterceptor(observers),
+            RecoveryInterceptor(),
+            RequestDecodingInterceptor(),
+        ],
+        options=_server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
@@ -126,6 +134,21 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         grpc_metrics.initialize(_method_types())
         metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
     return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
+
+
+def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
+    """Transport limits that protect the service from oversized or abusive clients."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # Find dead peers (a subscriber whose host vanished) instead of holding them forever.
+        ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        # Keepalive enforcement: pings more frequent than this earn strikes, then GOAWAY.
+        ("grpc.http2.min_recv_ping_interval_without_data_ms", int(settings.min_client_ping_seconds * 1000)),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 def _method_types() -> dict[str, str]:

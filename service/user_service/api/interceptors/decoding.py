@@ -9,40 +9,51 @@ requests and for every message of a request stream.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from contextlib import aclosing
-from typing import Any, TypeAlias
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Deserializer = Callable[[bytes], Any]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+from user_service.api.interceptors.wrapping import (
+    Context,
+    Handler,
+    HandlerWrappingInterceptor,
+    behavior_of,
+    same_kind,
+)
 
 
-class RequestDecodingInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self) -> None:
-        # Registered handlers never change, so each is wrapped once, not on every call.
-        self._wrapped: dict[int, Handler] = {}
+class RequestDecodingInterceptor(HandlerWrappingInterceptor):
+    def wrap(self, handler: Any, method: str) -> Handler:
+        if handler.request_deserializer is None:
+            return handler  # type: ignore[no-any-return]
+        decoder = _Decoder(handler.request_deserializer, method)
+        behavior = behavior_of(handler)
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.request_deserializer is None:
-            return handler
-        wrapped = self._wrapped.get(id(handler))
-        if wrapped is None:
-            decoder = _Decoder(handler.request_deserializer, handler_call_details.method)
-            wrapped = self._wrapped[id(handler)] = _decoding_handler(handler, decoder)
-        return wrapped
+        async def decoded(raw: Any, context: Context) -> Any:
+            return (
+                decoder.each(raw, context) if handler.request_streaming else await decoder.one(raw, context)
+            )
+
+        if not handler.response_streaming:
+
+            async def unary_response(raw: Any, context: Context) -> Any:
+                return await behavior(await decoded(raw, context), context)
+
+            return same_kind(handler, unary_response, raw_requests=True)
+
+        async def streaming_response(raw: Any, context: Context) -> AsyncIterator[Any]:
+            async with aclosing(behavior(await decoded(raw, context), context)) as responses:
+                async for response in responses:
+                    yield response
+
+        return same_kind(handler, streaming_response, raw_requests=True)
 
 
 class _Decoder:
-    def __init__(self, deserialize: Deserializer, method: str) -> None:
+    def __init__(self, deserialize: Callable[[bytes], Any], method: str) -> None:
         self._deserialize = deserialize
         self._method = method
 
@@ -57,41 +68,3 @@ class _Decoder:
     async def each(self, raw_requests: AsyncIterable[bytes], context: Context) -> AsyncIterator[Any]:
         async for raw in raw_requests:
             yield await self.one(raw, context)
-
-
-def _decoding_handler(handler: Any, decoder: _Decoder) -> Handler:
-    """``handler`` is Any: types-grpcio types method handlers for the sync server only."""
-    serializer = handler.response_serializer
-    if handler.unary_unary:
-        unary_unary = handler.unary_unary
-
-        async def unary_unary_behavior(raw: bytes, context: Context) -> Any:
-            return await unary_unary(await decoder.one(raw, context), context)
-
-        return grpc.unary_unary_rpc_method_handler(unary_unary_behavior, response_serializer=serializer)
-    if handler.unary_stream:
-        unary_stream = handler.unary_stream
-
-        async def unary_stream_behavior(raw: bytes, context: Context) -> AsyncIterator[Any]:
-            async with aclosing(unary_stream(await decoder.one(raw, context), context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return grpc.unary_stream_rpc_method_handler(unary_stream_behavior, response_serializer=serializer)
-    if handler.stream_unary:
-        stream_unary = handler.stream_unary
-
-        async def stream_unary_behavior(raw_requests: AsyncIterable[bytes], context: Context) -> Any:
-            return await stream_unary(decoder.each(raw_requests, context), context)
-
-        return grpc.stream_unary_rpc_method_handler(stream_unary_behavior, response_serializer=serializer)
-    stream_stream = handler.stream_stream
-
-    async def stream_stream_behavior(
-        raw_requests: AsyncIterable[bytes], context: Context
-    ) -> AsyncIterator[Any]:
-        async with aclosing(stream_stream(decoder.each(raw_requests, context), context)) as responses:
-            async for response in responses:
-                yield response
-
-    return grpc.stream_stream_rpc_method_handler(stream_stream_behavior, response_serializer=serializer)

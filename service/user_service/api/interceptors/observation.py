@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, TypeAlias
+from typing import Any, Literal, Protocol
 
 import grpc
 
-Context = grpc.aio.ServicerContext[Any, Any]
-Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+from user_service.api.interceptors.wrapping import (
+    Context,
+    Handler,
+    HandlerWrappingInterceptor,
+    behavior_of,
+    same_kind,
+)
+
 GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
 
 
@@ -47,25 +53,15 @@ class RpcObserver(Protocol):
     ) -> None: ...
 
 
-class RpcObservationInterceptor(grpc.aio.ServerInterceptor):
+class RpcObservationInterceptor(HandlerWrappingInterceptor):
     def __init__(self, observers: Sequence[RpcObserver]) -> None:
+        super().__init__()
         self._observers = tuple(observers)
-        self._wrapped: dict[int, Handler] = {}  # registered handlers never change: wrap each once
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or not self._observers:
-            return handler
-        wrapped = self._wrapped.get(id(handler))
-        if wrapped is None:
-            wrapped = self._wrapped[id(handler)] = _observed(
-                handler, handler_call_details.method, self._observers
-            )
-        return wrapped
+    def wrap(self, handler: Any, method: str) -> Handler:
+        if not self._observers:
+            return handler  # type: ignore[no-any-return]
+        return _observed(handler, method, self._observers)
 
 
 def grpc_type(handler: Any) -> GrpcType:
@@ -112,15 +108,9 @@ class _Observation:
 
 
 def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Handler:
-    """``handler`` is Any: types-grpcio types method handlers for the sync server only."""
     service, _, method = path.lstrip("/").rpartition("/")
-    kind = grpc_type(handler)
-    observation = _Observation(service, method, kind, observers)
-    serializers = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    behavior = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    observation = _Observation(service, method, grpc_type(handler), observers)
+    behavior = behavior_of(handler)
 
     if not handler.response_streaming:
 
@@ -141,12 +131,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
             finally:
                 observation.finish(call, states, error)
 
-        factory = (
-            grpc.stream_unary_rpc_method_handler
-            if handler.request_streaming
-            else grpc.unary_unary_rpc_method_handler
-        )
-        return factory(unary_response, **serializers)
+        return same_kind(handler, unary_response)
 
     async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
         call, states = observation.start(context)
@@ -166,9 +151,4 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
         finally:
             observation.finish(call, states, error)
 
-    factory = (
-        grpc.stream_stream_rpc_method_handler
-        if handler.request_streaming
-        else grpc.unary_stream_rpc_method_handler
-    )
-    return factory(streaming_response, **serializers)
+    return same_kind(handler, streaming_response)
