@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools run demo test bench lint fmt clean
+.PHONY: help setup proto tools credentials certs run demo test bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ $(GEN_DIR)/.stamp: $(PROTO_FILES) $(BIN)/python
 	    --plugin=protoc-gen-mypy=$(BIN)/protoc-gen-mypy --mypy_out=$(GEN_DIR) \
 	    --plugin=protoc-gen-mypy_grpc=$(BIN)/protoc-gen-mypy_grpc --mypy_grpc_out=$(GEN_DIR) \
 	    $(PROTO_FILES)
-	find $(GEN_DIR) -name '*.py*' -exec sed -i -E 's/^from user\.v1 import/from user_service.gen.user.v1 import/' {} +
+	find $(GEN_DIR) -name '*.py*' -exec sed -i -E 's/^from (user|auth)\.v1 import/from user_service.gen.\1.v1 import/' {} +
 	find $(GEN_DIR) -type d -exec touch {}/__init__.py \;
 	@touch $@
 
@@ -52,7 +52,18 @@ proto: $(BIN)/python ## regenerate Python code from proto/ (also run by setup)
 tools: ## build the pinned Go tools (buf, grpcurl, grpc-health-probe) into the cache
 	scripts/install-tools.sh
 
-run: setup ## run the server in the foreground (config: env USER_SERVICE_*, see README)
+DEV_DIR := .dev
+
+credentials: setup ## generate development credentials into .dev/credentials (never committed)
+	$(BIN)/python -m scripts.dev_credentials $(DEV_DIR)/credentials
+
+certs: setup ## generate a development CA, server and client certificates into .dev/certs
+	$(BIN)/python -m scripts.dev_certs $(DEV_DIR)/certs
+
+run: setup ## run the server in the foreground with development credentials (see README)
+	test -f $(DEV_DIR)/credentials/clients.json || $(MAKE) --no-print-directory credentials
+	USER_SERVICE_JWT_SECRET_FILE=$(DEV_DIR)/credentials/jwt.secret \
+	USER_SERVICE_AUTH_CLIENTS_FILE=$(DEV_DIR)/credentials/clients.json \
 	$(BIN)/user-service serve
 
 demo: setup ## a server, every RPC through the CLI, a live subscriber, the resulting trace and metrics
@@ -76,4 +87,4 @@ fmt: setup ## format the code
 	cd proto && buf format -w
 
 clean: ## remove the virtualenv, generated code and local data
-	rm -rf $(VENV) $(GEN_DIR) data .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(GEN_DIR) data $(DEV_DIR) .mypy_cache .ruff_cache .pytest_cache .hypothesis

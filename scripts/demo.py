@@ -25,6 +25,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scripts.dev_credentials import write_dev_credentials
 from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
 
 CLI = str(Path(sys.executable).with_name("user-service"))
@@ -33,12 +34,14 @@ EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
 
 def main() -> int:
     with tempfile.TemporaryDirectory(prefix="user-service-demo-") as data_dir, OtlpReceiver() as traces:
+        credentials = write_dev_credentials(Path(data_dir) / "credentials")  # generated, never committed
         # Inherited by the server and every CLI call below.
         os.environ.update(
             OTEL_EXPORTER_OTLP_ENDPOINT=traces.endpoint,
             OTEL_BSP_SCHEDULE_DELAY="200",
             USER_SERVICE_DATABASE_URL=f"sqlite:///{data_dir}/users.db",
             USER_SERVICE_LOG_FORMAT="text",
+            **credentials.server_env(),
         )
         target = f"127.0.0.1:{_free_port()}"
         host, port = target.split(":")
@@ -59,7 +62,9 @@ def main() -> int:
         )
         try:
             _wait_until_serving(target, deadline_s=15)
-            result = _walkthrough(target)
+            os.environ["USER_SERVICE_TOKEN"] = _login(target, *credentials.secrets["admin"])
+            reader_token = _login(target, *credentials.secrets["reader"])
+            result = _walkthrough(target, reader_token)
             _print_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
         finally:
             server.send_signal(signal.SIGTERM)
@@ -69,7 +74,23 @@ def main() -> int:
         return result
 
 
-def _walkthrough(target: str) -> int:
+def _login(target: str, client_id: str, secret: str) -> str:
+    """`user-service login`, with the secret passed through the environment as a user would."""
+    print(f"\n$ USER_SERVICE_CLIENT_SECRET=... user-service login --client-id {client_id} --target {target}")
+    result = subprocess.run(
+        [CLI, "login", "--client-id", client_id, "--target", target],
+        env={**os.environ, "USER_SERVICE_CLIENT_SECRET": secret},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    response = json.loads(result.stdout)
+    print(f"   token for roles {response['roles']}, expires {response['expire_time']} (not shown)")
+    return str(response["access_token"])
+
+
+def _walkthrough(target: str, reader_token: str) -> int:
     base = ["--target", target]
     print("\n== subscriber: replays history from event 0, then follows live events")
     subscriber = subprocess.Popen(
@@ -88,6 +109,7 @@ def _walkthrough(target: str) -> int:
     _cli("list", "--all", *base)
     _cli("update", alice["id"], "--name", "Alice Liddell", "--etag", alice["etag"], *base)
     _cli("update", alice["id"], "--name", "Stale write", "--etag", alice["etag"], *base, expect="ABORTED")
+    _cli("delete", bob["id"], *base, "--token", reader_token, expect="PERMISSION_DENIED")
     _cli("delete", bob["id"], *base)
     _cli("get", bob["id"], *base, expect="NOT_FOUND")
     _cli("create", "--name", "", "--email", "not-an-email", *base, expect="INVALID_ARGUMENT")
@@ -118,7 +140,11 @@ def _walkthrough(target: str) -> int:
 
 
 def _cli(*args: str, expect: str = "OK", stdin: str | None = None) -> Any:
-    print(f"\n$ user-service {shlex.join(args)}" + (" < users.jsonl" if stdin else ""), flush=True)
+    shown = [
+        arg if previous != "--token" else "$READER_TOKEN"
+        for previous, arg in zip(["", *args], args, strict=False)
+    ]
+    print(f"\n$ user-service {shlex.join(shown)}" + (" < users.jsonl" if stdin else ""), flush=True)
     result = subprocess.run([CLI, *args], input=stdin, capture_output=True, text=True, timeout=30)
     output = result.stdout if result.returncode == 0 else result.stderr
     print(output.rstrip(), flush=True)

@@ -49,6 +49,7 @@ async def start(database_url: str, spans: InMemorySpanExporter) -> AsyncIterator
                 "metrics_port": 0,
                 "database_url": database_url,
                 "grace_period": 1.0,
+                "auth_enabled": False,  # tests/auth turn it on with generated credentials
                 **overrides,
             }
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from user_service.domain.pagination import PageLimits
@@ -58,6 +58,27 @@ class ServerSettings(BaseSettings):
     min_client_ping_seconds: Annotated[float, Field(gt=0)] = Field(
         10.0, description="Clients pinging more often than this are disconnected (GOAWAY)."
     )
+    auth_enabled: bool = Field(
+        True, description="Require a Bearer JWT on every call but login/health/reflection."
+    )
+    auth_clients_file: Path | None = Field(
+        None, description="JSON file of clients (id, scrypt secret hash, roles)."
+    )
+    jwt_algorithm: Literal["HS256", "RS256", "ES256"] = Field(
+        "HS256", description="Token signature algorithm."
+    )
+    jwt_secret_file: Path | None = Field(None, description="HS256 secret (>= 32 bytes).")
+    jwt_private_key_file: Path | None = Field(None, description="RS256/ES256 private key (PEM).")
+    jwt_key_id: str | None = Field(None, description="`kid` header of issued tokens.")
+    jwt_issuer: str = Field("user-service", description="`iss` of issued and accepted tokens.")
+    jwt_audience: str = Field("user-service", description="`aud` of issued and accepted tokens.")
+    token_ttl_seconds: Annotated[int, Field(ge=60)] = Field(900, description="Lifetime of issued tokens.")
+    token_leeway_seconds: Annotated[int, Field(ge=0, le=300)] = Field(30, description="Clock skew tolerated.")
+    tls_cert_file: Path | None = Field(
+        None, description="Server certificate (PEM); with the key, enables TLS."
+    )
+    tls_key_file: Path | None = Field(None, description="Server private key (PEM).")
+    tls_client_ca_file: Path | None = Field(None, description="CA of client certificates; set = mutual TLS.")
     log_level: str = Field("INFO", description="Python logging level.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per line, with trace ids."
@@ -84,6 +105,20 @@ class ServerSettings(BaseSettings):
     def page_limits(self) -> PageLimits:
         return PageLimits(default_size=self.default_page_size, max_size=self.max_page_size)
 
+    @model_validator(mode="after")
+    def _complete_security_config(self) -> ServerSettings:
+        if self.auth_enabled:
+            if self.auth_clients_file is None:
+                raise ValueError("auth is enabled: set USER_SERVICE_AUTH_CLIENTS_FILE (or disable auth)")
+            key = self.jwt_secret_file if self.jwt_algorithm == "HS256" else self.jwt_private_key_file
+            if key is None:
+                raise ValueError(f"auth is enabled: {self.jwt_algorithm} needs its key file")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("TLS needs both USER_SERVICE_TLS_CERT_FILE and USER_SERVICE_TLS_KEY_FILE")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("mutual TLS needs the server's own certificate too")
+        return self
+
 
 class ClientSettings(BaseSettings):
     """Settings of the CLI client subcommands."""
@@ -92,3 +127,7 @@ class ClientSettings(BaseSettings):
 
     target: str = Field("localhost:50051", description="host:port of the server.")
     timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Deadline of each call, in seconds.")
+    token: str | None = Field(None, description="Access token sent as `authorization: Bearer`.")
+    ca_file: Path | None = Field(None, description="CA that signed the server certificate: connect with TLS.")
+    cert_file: Path | None = Field(None, description="Client certificate for mutual TLS.")
+    key_file: Path | None = Field(None, description="Client private key for mutual TLS.")

@@ -11,14 +11,19 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from user_service.api.auth_servicer import AuthServicer
+from user_service.api.interceptors.auth import AuthInterceptor
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
 from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
 from user_service.api.interceptors.recovery import RecoveryInterceptor
-from user_service.api.servicer import UserServicer
+from user_service.api.servicer import REQUIRED_ROLES, UserServicer
+from user_service.auth.credentials import ClientRegistry
+from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
 from user_service.domain.users import UserDirectory
+from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.store.base import UserStore
 from user_service.store.sqlite import SqliteUserStore
@@ -33,6 +38,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "user-service"
 USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
@@ -108,23 +114,33 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         )
         if observer is not None
     ]
+    # Outermost first: observation sees the status the inner ones settle on; callers are
+    # authenticated before their request bytes are even parsed.
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        RpcObservationInterceptor(observers),
+        RecoveryInterceptor(),
+    ]
+    tokens = _token_service(settings) if settings.auth_enabled else None
+    if tokens is not None:
+        interceptors.append(AuthInterceptor(tokens, REQUIRED_ROLES))
+    interceptors.append(RequestDecodingInterceptor())
     server = grpc.aio.server(
-        # Outermost first: observation sees the status the other two settle on.
-        interceptors=[
-            RpcObservationInterceptor(observers),
-            RecoveryInterceptor(),
-            RequestDecodingInterceptor(),
-        ],
+        interceptors=interceptors,
         options=_server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+    services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if tokens is not None and settings.auth_clients_file is not None:
+        clients = ClientRegistry.load(settings.auth_clients_file)
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(clients, tokens), server)
+        services.append(AUTH_SERVICE.full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME], server
-    )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    reflection.enable_server_reflection(services, server)
+    address = f"{settings.host}:{settings.port}"
+    credentials = _server_credentials(settings)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     await server.start()
     for service in ("", USER_SERVICE.full_name):
         await health_servicer.set(service, SERVING)
@@ -134,6 +150,36 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         grpc_metrics.initialize(_method_types())
         metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
     return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
+
+
+def _token_service(settings: ServerSettings) -> TokenService:
+    if settings.jwt_algorithm == "HS256":
+        assert settings.jwt_secret_file is not None  # checked by ServerSettings
+        keys = TokenKeys.hmac(settings.jwt_secret_file.read_bytes().strip(), settings.jwt_key_id)
+    else:
+        assert settings.jwt_private_key_file is not None
+        keys = TokenKeys.asymmetric(
+            settings.jwt_algorithm, settings.jwt_private_key_file.read_bytes(), settings.jwt_key_id
+        )
+    return TokenService(
+        keys,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        ttl_seconds=settings.token_ttl_seconds,
+        leeway_seconds=settings.token_leeway_seconds,
+    )
+
+
+def _server_credentials(settings: ServerSettings) -> grpc.ServerCredentials | None:
+    """TLS when a certificate is configured; mutual TLS when a client CA is too."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    client_ca = settings.tls_client_ca_file.read_bytes() if settings.tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
 
 
 def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:

@@ -30,11 +30,20 @@ def free_port() -> int:
 class ServerProcess:
     """``user-service serve`` in a subprocess on a free loopback port."""
 
-    def __init__(self, database_url: str, *flags: str, env: dict[str, str] | None = None) -> None:
-        self.target = f"127.0.0.1:{free_port()}"
-        self._command = [CLI, "serve", "--host", "127.0.0.1", "--port", self.target.split(":")[1], *flags]
-        self._env = {**os.environ, "USER_SERVICE_DATABASE_URL": database_url, **(env or {})}
+    def __init__(
+        self, database_url: str, *flags: str, env: dict[str, str] | None = None, host: str = "127.0.0.1"
+    ) -> None:
+        port = str(free_port())
+        self.target = f"{host}:{port}"
+        self._command = [CLI, "serve", "--host", host, "--port", port, *flags]
+        self._env = {
+            **os.environ,
+            "USER_SERVICE_DATABASE_URL": database_url,
+            "USER_SERVICE_AUTH_ENABLED": "false",  # the auth tests pass generated credentials
+            **(env or {}),
+        }
         self.process: subprocess.Popen[str] | None = None
+        self._credentials: grpc.ChannelCredentials | None = None
         # A file, not a pipe: nobody reads a pipe while the server logs, and a full pipe
         # would stall the server.
         self._log = tempfile.TemporaryFile("w+")  # noqa: SIM115 - closed by stop()
@@ -54,9 +63,20 @@ class ServerProcess:
         self._log.seek(0)
         return self._log.read()
 
+    def start_with(self, tls_files: tuple[Path, Path, Path]) -> ServerProcess:
+        """Starts a server that speaks mutual TLS: health checks use these (CA, cert, key)."""
+        ca, cert, key = (path.read_bytes() for path in tls_files)
+        self._credentials = grpc.ssl_channel_credentials(ca, key, cert)
+        return self.start()
+
     def health(self, service: str = "") -> int | None:
         """The health status, or None when the server does not answer."""
-        with grpc.insecure_channel(self.target) as channel:
+        channel = (
+            grpc.secure_channel(self.target, self._credentials)
+            if self._credentials
+            else grpc.insecure_channel(self.target)
+        )
+        with channel:
             try:
                 response = health_pb2_grpc.HealthStub(channel).Check(
                     health_pb2.HealthCheckRequest(service=service), timeout=1

@@ -44,7 +44,11 @@ def _dropped_spans(server: RunningServer) -> float:
 
 def _settings(tmp_path: Path) -> ServerSettings:
     return ServerSettings(
-        port=0, metrics_port=0, database_url=f"sqlite:///{tmp_path}/users.db", access_log=False
+        port=0,
+        metrics_port=0,
+        database_url=f"sqlite:///{tmp_path}/users.db",
+        access_log=False,
+        auth_enabled=False,
     )
 
 

@@ -13,6 +13,7 @@ from user_service.domain.errors import (
     EtagMismatchError,
     FeedClosedError,
     SubscriberTooSlowError,
+    SubscriptionExpiredError,
     TooManySubscribersError,
     UserNotFoundError,
     ValidationError,
@@ -26,6 +27,7 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     SubscriberTooSlowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TooManySubscribersError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FeedClosedError: grpc.StatusCode.UNAVAILABLE,
+    SubscriptionExpiredError: grpc.StatusCode.UNAUTHENTICATED,
 }
 
 

@@ -11,11 +11,14 @@ import grpc
 from user_service.api import decode
 from user_service.api.codec import event_message, user_message
 from user_service.api.errors import abort_with, status_code_for
+from user_service.auth.context import current_principal
+from user_service.auth.roles import Role
 from user_service.domain.errors import (
     DomainError,
     EmailTakenError,
     FeedClosedError,
     SubscriberTooSlowError,
+    SubscriptionExpiredError,
     ValidationError,
 )
 from user_service.domain.feed import ChangeFeed
@@ -26,6 +29,22 @@ from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
 BatchResult = user_pb2.BatchCreateUsersResponse.Result
+
+
+# The role each RPC needs (roles include the ones below them: admin > writer > reader).
+REQUIRED_ROLES = {
+    f"/user.v1.UserService/{method}": role
+    for method, role in {
+        "GetUser": Role.READER,
+        "ListUsers": Role.READER,
+        "SubscribeUsers": Role.READER,
+        "LookupUsers": Role.READER,
+        "CreateUser": Role.WRITER,
+        "UpdateUser": Role.WRITER,
+        "BatchCreateUsers": Role.WRITER,
+        "DeleteUser": Role.ADMIN,
+    }.items()
+}
 
 
 class SubscriptionObserver(Protocol):
@@ -113,14 +132,16 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
     ) -> AsyncIterator[user_pb2.UserEvent]:
         async with _domain_errors_as_status(context):
             since = decode.since_event_id(request)
-            async with aclosing(self._feed.events(since)) as events:
+            caller = current_principal.get()
+            expires_at = caller.expires_at if caller is not None else None
+            async with aclosing(self._feed.events(since, expires_at=expires_at)) as events:
                 delivered = 0
                 try:
                     async for event in events:
                         delivered += 1
                         self._subscriptions.delivered(event, delivered)
                         yield event_message(event)
-                except (SubscriberTooSlowError, FeedClosedError) as ended:
+                except (SubscriberTooSlowError, FeedClosedError, SubscriptionExpiredError) as ended:
                     self._subscriptions.ended(ended)
                     raise
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -22,7 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
-        settings = ClientSettings(**_given(args, "target", "timeout"))
+        settings = ClientSettings(
+            **_given(args, "target", "timeout", "token", "ca_file", "cert_file", "key_file")
+        )
         return asyncio.run(commands.run(args, settings))
     except pydantic.ValidationError as error:
         parser.error(str(error))
@@ -70,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
         "--target", help="server host:port (env USER_SERVICE_TARGET, default localhost:50051)"
     )
     client.add_argument("--timeout", type=float, help="deadline of the call in seconds (default 10)")
+    client.add_argument("--token", help="access token from `login` (env USER_SERVICE_TOKEN)")
+    client.add_argument(
+        "--ca-file", type=Path, help="CA of the server certificate: use TLS (env USER_SERVICE_CA_FILE)"
+    )
+    client.add_argument(
+        "--cert-file", type=Path, help="client certificate for mutual TLS (env USER_SERVICE_CERT_FILE)"
+    )
+    client.add_argument("--key-file", type=Path, help="client key for mutual TLS (env USER_SERVICE_KEY_FILE)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = sub.add_parser("serve", help="run the gRPC server until SIGTERM/SIGINT")
@@ -84,6 +96,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-format", choices=["json", "text"], help="default json")
     serve.add_argument(
         "--metrics-port", type=int, help="/metrics port (env USER_SERVICE_METRICS_PORT, default 9464)"
+    )
+
+    login = sub.add_parser("login", parents=[client], help="exchange client credentials for an access token")
+    login.add_argument("--client-id", required=True)
+    login.add_argument(
+        "--client-secret",
+        default=os.environ.get("USER_SERVICE_CLIENT_SECRET"),
+        help="default: env USER_SERVICE_CLIENT_SECRET (keeps it out of the shell history)",
     )
 
     create = sub.add_parser("create", parents=[client], help="create a user")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 import grpc
@@ -13,15 +14,44 @@ from google.protobuf.field_mask_pb2 import FieldMask
 
 from user_service.cli.output import print_message
 from user_service.config import ClientSettings
+from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.telemetry.setup import setup_telemetry
 from user_service.telemetry.tracing import client_interceptors
 
 if TYPE_CHECKING:
+    from user_service.gen.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub
 
 
 CLI_SERVICE_NAME = "user-service-cli"
+
+
+@dataclass(frozen=True)
+class CallOptions:
+    """What every call carries: its deadline and, with auth, the bearer token."""
+
+    timeout: float
+    metadata: tuple[tuple[str, str], ...]
+
+
+def call_options(settings: ClientSettings) -> CallOptions:
+    metadata = (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
+    return CallOptions(settings.timeout, metadata)
+
+
+def open_channel(
+    settings: ClientSettings, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+) -> grpc.aio.Channel:
+    """TLS when a CA is given; mutual TLS when a client certificate is given too."""
+    if settings.ca_file is None:
+        return grpc.aio.insecure_channel(settings.target, interceptors=interceptors)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=settings.ca_file.read_bytes(),
+        private_key=settings.key_file.read_bytes() if settings.key_file else None,
+        certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
+    )
+    return grpc.aio.secure_channel(settings.target, credentials, interceptors=interceptors)
 
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
@@ -29,38 +59,48 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
     telemetry = setup_telemetry(CLI_SERVICE_NAME)
     interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
     try:
-        async with grpc.aio.insecure_channel(settings.target, interceptors=interceptors) as channel:
-            stub = user_pb2_grpc.UserServiceStub(channel)
+        async with open_channel(settings, interceptors) as channel:
             with telemetry.tracer.start_as_current_span(f"{CLI_SERVICE_NAME} {args.command}"):
-                await _COMMANDS[args.command](stub, args, settings.timeout)
+                if args.command == "login":
+                    await _login(auth_pb2_grpc.AuthServiceStub(channel), args, call_options(settings))
+                else:
+                    stub = user_pb2_grpc.UserServiceStub(channel)
+                    await _COMMANDS[args.command](stub, args, call_options(settings))
     finally:
         await asyncio.to_thread(telemetry.shutdown)
     return 0
 
 
-async def _create(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _login(stub: AuthServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
+    request = auth_pb2.LoginRequest(client_id=args.client_id, client_secret=args.client_secret)
+    print_message(await stub.Login(request, timeout=call.timeout))
+
+
+async def _create(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     request = user_pb2.CreateUserRequest(user=user_pb2.User(name=args.name, email=args.email))
-    print_message(await stub.CreateUser(request, timeout=deadline))
+    print_message(await stub.CreateUser(request, timeout=call.timeout, metadata=call.metadata))
 
 
-async def _get(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
-    print_message(await stub.GetUser(user_pb2.GetUserRequest(id=args.id), timeout=deadline))
+async def _get(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
+    print_message(
+        await stub.GetUser(user_pb2.GetUserRequest(id=args.id), timeout=call.timeout, metadata=call.metadata)
+    )
 
 
-async def _list(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _list(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     request = user_pb2.ListUsersRequest(page_size=args.page_size, page_token=args.page_token)
-    response = await stub.ListUsers(request, timeout=deadline)
+    response = await stub.ListUsers(request, timeout=call.timeout, metadata=call.metadata)
     if args.all:
         everyone = user_pb2.ListUsersResponse(users=response.users)
         while response.next_page_token:
             request.page_token = response.next_page_token
-            response = await stub.ListUsers(request, timeout=deadline)
+            response = await stub.ListUsers(request, timeout=call.timeout, metadata=call.metadata)
             everyone.users.extend(response.users)
         response = everyone
     print_message(response)
 
 
-async def _update(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _update(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     user = user_pb2.User(id=args.id, etag=args.etag)
     mask = FieldMask()
     for field in ("name", "email"):
@@ -68,35 +108,37 @@ async def _update(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline
             setattr(user, field, getattr(args, field))
             mask.paths.append(field)
     request = user_pb2.UpdateUserRequest(user=user, update_mask=mask)
-    print_message(await stub.UpdateUser(request, timeout=deadline))
+    print_message(await stub.UpdateUser(request, timeout=call.timeout, metadata=call.metadata))
 
 
-async def _delete(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _delete(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     request = user_pb2.DeleteUserRequest(id=args.id, etag=args.etag)
-    print_message(await stub.DeleteUser(request, timeout=deadline))
+    print_message(await stub.DeleteUser(request, timeout=call.timeout, metadata=call.metadata))
 
 
-async def _subscribe(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _subscribe(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     """Ends after --limit events, or quietly when the deadline (--timeout) passes."""
     request = user_pb2.SubscribeUsersRequest()
     if args.since is not None:
         request.since_event_id = args.since
-    call = stub.SubscribeUsers(request, timeout=deadline)
+    stream = stub.SubscribeUsers(request, timeout=call.timeout, metadata=call.metadata)
     received = 0
     try:
-        async for event in call:
+        async for event in stream:
             print_message(event)
             received += 1
             if args.limit is not None and received >= args.limit:
-                call.cancel()
+                stream.cancel()
                 return
     except grpc.aio.AioRpcError as error:
         if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
             raise
 
 
-async def _batch_create(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
-    print_message(await stub.BatchCreateUsers(_create_requests(args.file), timeout=deadline))
+async def _batch_create(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
+    print_message(
+        await stub.BatchCreateUsers(_create_requests(args.file), timeout=call.timeout, metadata=call.metadata)
+    )
 
 
 async def _create_requests(lines: TextIO) -> AsyncIterator[user_pb2.CreateUserRequest]:
@@ -106,17 +148,17 @@ async def _create_requests(lines: TextIO) -> AsyncIterator[user_pb2.CreateUserRe
             yield user_pb2.CreateUserRequest(user=user_pb2.User(name=fields["name"], email=fields["email"]))
 
 
-async def _lookup(stub: UserServiceAsyncStub, args: argparse.Namespace, deadline: float) -> None:
+async def _lookup(stub: UserServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:
     """Sends each id once the previous one is answered, so a failed id ends the exchange cleanly."""
-    call = stub.LookupUsers(timeout=deadline)
+    exchange = stub.LookupUsers(timeout=call.timeout, metadata=call.metadata)
     for user_id in args.ids:
-        await call.write(user_pb2.GetUserRequest(id=user_id))
-        response = await call.read()
+        await exchange.write(user_pb2.GetUserRequest(id=user_id))
+        response = await exchange.read()
         if not isinstance(response, user_pb2.GetUserResponse):
             break
         print_message(response)
-    await call.done_writing()
-    await call.read()  # EOF, or raises the call's error status
+    await exchange.done_writing()
+    await exchange.read()  # EOF, or raises the call's error status
 
 
 _COMMANDS = {

@@ -73,3 +73,13 @@ class FeedClosedError(DomainError):
         self.last_event_id = last_event_id
         resume = "" if last_event_id is None else f"; resubscribe with since_event_id={last_event_id}"
         super().__init__(f"the server is shutting down{resume}")
+
+
+class SubscriptionExpiredError(DomainError):
+    """The subscriber's credentials expired while its stream was open."""
+
+    def __init__(self, last_event_id: int) -> None:
+        self.last_event_id = last_event_id
+        super().__init__(
+            f"the access token expired; log in again and resubscribe with since_event_id={last_event_id}"
+        )

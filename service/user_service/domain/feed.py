@@ -13,9 +13,11 @@ Correctness argument (no gap, no duplicate, ascending event_id):
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
-from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError
+from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError, SubscriptionExpiredError
 from user_service.domain.events import EventBroker, Subscription
 from user_service.domain.models import UserEvent
 from user_service.store.base import UserStore
@@ -31,10 +33,14 @@ class ChangeFeed:
     def broker(self) -> EventBroker:
         return self._broker
 
-    async def events(self, since_event_id: int | None) -> AsyncGenerator[UserEvent, None]:
+    async def events(
+        self, since_event_id: int | None, *, expires_at: float | None = None
+    ) -> AsyncGenerator[UserEvent, None]:
         """Events after ``since_event_id`` then live ones; ``None`` means live only.
 
-        Close the iterator (``contextlib.aclosing``) to release its subscription at once.
+        ``expires_at`` (UNIX seconds) ends the stream with ``SubscriptionExpiredError``
+        when the subscriber's credentials run out, even if no event arrives. Close the
+        iterator (``contextlib.aclosing``) to release its subscription at once.
         """
         subscription = self._broker.subscribe()
         try:
@@ -45,12 +51,13 @@ class ChangeFeed:
                 while True:
                     subscription.rearm()
                     async for event in self._replay(after=last, subscription=subscription):
+                        _raise_if_expired(expires_at, last)
                         yield event
                         last = event.event_id
                     if not subscription.overflowed:
                         break
             while True:
-                await subscription.wait()
+                await _wait(subscription, expires_at, last)
                 self._raise_if_ended(subscription, last)
                 while (live := subscription.pop_nowait()) is not None:
                     if live.event_id > last:
@@ -76,3 +83,19 @@ class ChangeFeed:
             raise FeedClosedError(last)
         if subscription.overflowed:
             raise SubscriberTooSlowError(subscription.buffer_size, last)
+
+
+def _raise_if_expired(expires_at: float | None, last: int) -> None:
+    if expires_at is not None and time.time() >= expires_at:
+        raise SubscriptionExpiredError(last)
+
+
+async def _wait(subscription: Subscription, expires_at: float | None, last: int) -> None:
+    if expires_at is None:
+        await subscription.wait()
+        return
+    _raise_if_expired(expires_at, last)
+    try:
+        await asyncio.wait_for(subscription.wait(), timeout=expires_at - time.time())
+    except TimeoutError:
+        raise SubscriptionExpiredError(last) from None

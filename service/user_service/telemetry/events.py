@@ -7,7 +7,12 @@ from datetime import UTC, datetime
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
-from user_service.domain.errors import DomainError, FeedClosedError, SubscriberTooSlowError
+from user_service.domain.errors import (
+    DomainError,
+    FeedClosedError,
+    SubscriberTooSlowError,
+    SubscriptionExpiredError,
+)
 from user_service.domain.events import EventBroker
 from user_service.domain.models import EventType, UserEvent
 from user_service.telemetry.metrics import ServiceMetrics
@@ -67,6 +72,7 @@ class FeedTelemetry:
         self._cutoffs = {
             SubscriberTooSlowError: metrics.subscriber_cutoffs.labels("too_slow"),
             FeedClosedError: metrics.subscriber_cutoffs.labels("shutdown"),
+            SubscriptionExpiredError: metrics.subscriber_cutoffs.labels("credentials_expired"),
         }
 
     def delivered(self, event: UserEvent, sequence: int) -> None:

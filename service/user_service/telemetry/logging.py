@@ -13,6 +13,7 @@ from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from user_service.api.interceptors.observation import RpcCall
+from user_service.auth.context import current_principal
 from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 
 LogFormat = Literal["json", "text"]
@@ -95,6 +96,7 @@ class AccessLog:
         level = logging.DEBUG if call.service == _HEALTH_SERVICE else logging.INFO
         if not self._logger.isEnabledFor(level):
             return
+        caller = current_principal.get()
         self._logger.log(
             level,
             "%s/%s %s",
@@ -110,5 +112,6 @@ class AccessLog:
                 "peer": call.context.peer(),
                 "messages_received": call.received,
                 "messages_sent": call.sent,
+                "enduser_id": caller.subject if caller is not None else None,
             },
         )

@@ -157,7 +157,7 @@ class ServiceMetrics:
         )
         self.subscriber_cutoffs = Counter(
             "user_service_subscriber_cutoffs",
-            "Subscriptions ended by the server: too_slow (buffer overflow) or shutdown.",
+            "Subscriptions ended by the server: too_slow (buffer overflow), shutdown, credentials_expired.",
             ("reason",),
             registry=registry,
         )

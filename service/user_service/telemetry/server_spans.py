@@ -21,6 +21,7 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from user_service.api.interceptors.observation import RpcCall
+from user_service.auth.context import current_principal
 
 _HEALTH_SERVICE = "grpc.health.v1.Health"
 # https://opentelemetry.io/docs/specs/semconv/rpc/grpc/#grpc-status
@@ -85,6 +86,9 @@ class ServerSpans:
         span, token = state
         if span.is_recording():
             span.set_attribute("rpc.grpc.status_code", code.value[0])
+            caller = current_principal.get()
+            if caller is not None:
+                span.set_attribute("enduser.id", caller.subject)
             if code in _SERVER_ERRORS:
                 span.set_status(Status(StatusCode.ERROR, f"{code.name}: {call.context.details() or ''}"))
             if error is not None and not isinstance(error, grpc.aio.AbortError | GeneratorExit):

@@ -1,0 +1,68 @@
+"""Development credentials, generated (never committed): an HS256 secret and three clients.
+
+    python -m scripts.dev_credentials .dev/credentials
+
+writes ``jwt.secret``, ``clients.json`` (scrypt hashes, what the server reads) and
+``client-secrets.json`` (the plaintext secrets, what a developer or the demo logs in with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from user_service.auth.credentials import hash_secret
+
+ROLES = ("reader", "writer", "admin")
+
+
+@dataclass(frozen=True)
+class DevCredentials:
+    jwt_secret_file: Path
+    clients_file: Path
+    secrets: dict[str, tuple[str, str]]  # role -> (client id, secret)
+
+    def server_env(self) -> dict[str, str]:
+        return {
+            "USER_SERVICE_AUTH_ENABLED": "true",
+            "USER_SERVICE_JWT_SECRET_FILE": str(self.jwt_secret_file),
+            "USER_SERVICE_AUTH_CLIENTS_FILE": str(self.clients_file),
+        }
+
+
+def write_dev_credentials(directory: Path) -> DevCredentials:
+    directory.mkdir(parents=True, exist_ok=True)
+    jwt_secret_file = directory / "jwt.secret"
+    jwt_secret_file.write_text(secrets.token_hex(32))
+    jwt_secret_file.chmod(0o600)
+    plain = {role: (f"dev-{role}", secrets.token_urlsafe(24)) for role in ROLES}
+    clients = [
+        {"id": cid, "secret_hash": hash_secret(secret), "roles": [role]}
+        for role, (cid, secret) in plain.items()
+    ]
+    clients_file = directory / "clients.json"
+    clients_file.write_text(json.dumps({"clients": clients}, indent=2))
+    secrets_file = directory / "client-secrets.json"
+    secrets_file.write_text(
+        json.dumps({role: {"client_id": c, "client_secret": s} for role, (c, s) in plain.items()}, indent=2)
+    )
+    secrets_file.chmod(0o600)
+    return DevCredentials(jwt_secret_file, clients_file, plain)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("directory", type=Path)
+    credentials = write_dev_credentials(parser.parse_args().directory)
+    print(
+        f"wrote {credentials.clients_file} and {credentials.jwt_secret_file}; secrets in client-secrets.json"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Issuing and verifying access tokens (JWT, PyJWT).
+
+Verification pins the one configured algorithm (no ``alg: none``, no HS/RS key
+confusion) and requires ``exp``, ``iat``, ``sub``, ``iss`` and ``aud``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from user_service.auth.roles import Role
+
+Algorithm = Literal["HS256", "RS256", "ES256"]
+MIN_HMAC_SECRET_BYTES = 32
+
+
+class InvalidTokenError(Exception):
+    """The token is not acceptable; the message says why without echoing it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the token's subject, roles and expiry (UNIX seconds)."""
+
+    subject: str
+    roles: tuple[Role, ...]
+    expires_at: float
+
+    def has(self, role: Role) -> bool:
+        return any(granted >= role for granted in self.roles)
+
+
+@dataclass(frozen=True)
+class TokenKeys:
+    algorithm: Algorithm
+    signing_key: Any
+    verification_key: Any
+    key_id: str | None = None
+
+    @classmethod
+    def hmac(cls, secret: bytes, key_id: str | None = None) -> TokenKeys:
+        if len(secret) < MIN_HMAC_SECRET_BYTES:
+            raise ValueError(f"an HS256 secret needs at least {MIN_HMAC_SECRET_BYTES} bytes")
+        return cls("HS256", secret, secret, key_id)
+
+    @classmethod
+    def asymmetric(cls, algorithm: Algorithm, private_pem: bytes, key_id: str | None = None) -> TokenKeys:
+        private_key = serialization.load_pem_private_key(private_pem, password=None)
+        return cls(algorithm, private_key, private_key.public_key(), key_id)
+
+
+class TokenService:
+    def __init__(
+        self, keys: TokenKeys, *, issuer: str, audience: str, ttl_seconds: int, leeway_seconds: int
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self.ttl_seconds = ttl_seconds
+        self._leeway = leeway_seconds
+
+    def issue(self, subject: str, roles: tuple[Role, ...], now: float | None = None) -> tuple[str, float]:
+        """A signed token and when it expires (UNIX seconds)."""
+        issued = int(now if now is not None else time.time())
+        expires = issued + self.ttl_seconds
+        claims = {
+            "iss": self._issuer,
+            "aud": self._audience,
+            "sub": subject,
+            "iat": issued,
+            "nbf": issued,
+            "exp": expires,
+            "jti": uuid.uuid4().hex,
+            "roles": [role.label for role in roles],
+        }
+        headers = {"kid": self._keys.key_id} if self._keys.key_id else None
+        token = jwt.encode(claims, self._keys.signing_key, algorithm=self._keys.algorithm, headers=headers)
+        return token, float(expires)
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._keys.verification_key,
+                algorithms=[self._keys.algorithm],
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError as error:
+            raise InvalidTokenError("token expired") from error
+        except jwt.ImmatureSignatureError as error:
+            raise InvalidTokenError("token not valid yet") from error
+        except jwt.InvalidAudienceError as error:
+            raise InvalidTokenError("token is for another audience") from error
+        except jwt.InvalidIssuerError as error:
+            raise InvalidTokenError("token from an unknown issuer") from error
+        except jwt.InvalidSignatureError as error:
+            raise InvalidTokenError("token signature does not verify") from error
+        except jwt.InvalidAlgorithmError as error:
+            raise InvalidTokenError("token signed with a disallowed algorithm") from error
+        except jwt.MissingRequiredClaimError as error:
+            raise InvalidTokenError(f"token lacks the {error.claim!r} claim") from error
+        except jwt.InvalidTokenError as error:
+            raise InvalidTokenError("token is malformed") from error
+        try:
+            roles = tuple(Role.parse(str(name)) for name in claims.get("roles", []))
+        except KeyError as error:
+            raise InvalidTokenError("token names an unknown role") from error
+        return Principal(subject=str(claims["sub"]), roles=roles, expires_at=float(claims["exp"]))

@@ -1,0 +1,73 @@
+"""The caller's identity reaches spans and logs; tokens and secrets never do; streams end
+when the token that opened them expires."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import grpc
+import jwt
+import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from scripts.dev_credentials import DevCredentials
+from tests.auth.conftest import Login, bearer
+from user_service.gen.auth.v1 import auth_pb2
+from user_service.gen.user.v1 import user_pb2
+from user_service.telemetry.logging import ACCESS_LOGGER
+
+if TYPE_CHECKING:
+    from user_service.gen.auth.v1.auth_pb2_grpc import AuthServiceAsyncStub
+    from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub
+
+
+async def test_the_caller_is_on_the_span_and_the_access_line(
+    users: UserServiceAsyncStub, login: Login, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    await users.ListUsers(user_pb2.ListUsersRequest(), metadata=bearer(await login("reader")))
+    span = next(s for s in spans.get_finished_spans() if s.name == "/user.v1.UserService/ListUsers")
+    assert span.attributes is not None
+    assert span.attributes["enduser.id"] == "dev-reader"
+    line = next(r for r in caplog.records if r.name == ACCESS_LOGGER and "ListUsers" in r.getMessage())
+    assert line.__dict__["enduser_id"] == "dev-reader"
+
+
+async def test_tokens_and_secrets_appear_in_no_span_and_no_log(
+    auth: AuthServiceAsyncStub,
+    users: UserServiceAsyncStub,
+    credentials: DevCredentials,
+    spans: InMemorySpanExporter,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client_id, secret = credentials.secrets["admin"]
+    token = (await auth.Login(auth_pb2.LoginRequest(client_id=client_id, client_secret=secret))).access_token
+    await users.ListUsers(user_pb2.ListUsersRequest(), metadata=bearer(token))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await auth.Login(auth_pb2.LoginRequest(client_id=client_id, client_secret=secret + "-wrong"))
+    recorded = " ".join(str(span.to_json()) for span in spans.get_finished_spans())
+    recorded += " ".join(record.getMessage() + str(record.__dict__) for record in caplog.records)
+    for sensitive in (secret, token, token.split(".")[2]):
+        assert sensitive not in recorded
+
+
+async def test_a_subscription_ends_when_its_token_expires(
+    users: UserServiceAsyncStub, credentials: DevCredentials
+) -> None:
+    now = int(time.time())
+    claims = {"iss": "user-service", "aud": "user-service", "sub": "brief", "iat": now, "exp": now + 2}
+    token = jwt.encode(
+        claims | {"roles": ["reader"]}, credentials.jwt_secret_file.read_text().strip().encode()
+    )
+    stream = users.SubscribeUsers(
+        user_pb2.SubscribeUsersRequest(since_event_id=0), metadata=bearer(token), timeout=20
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stream:
+            pass
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "since_event_id=0" in (caught.value.details() or "")
+    assert time.time() - now < 10
