@@ -52,12 +52,11 @@ class ClientRegistry:
     """The configured clients, from a JSON file:
     ``{"clients": [{"id": "...", "secret_hash": "scrypt$...", "roles": ["writer"]}]}``."""
 
-    # An unknown client is checked against this, so that "no such client" and "wrong
-    # secret" take the same time and cannot be told apart.
-    _DECOY = hash_secret(secrets.token_urlsafe(16))
-
     def __init__(self, clients: list[Client]) -> None:
         self._clients = {client.id: client for client in clients}
+        # An unknown client is checked against this, so that "no such client" and "wrong
+        # secret" take the same time and cannot be told apart.
+        self._decoy = hash_secret(secrets.token_urlsafe(16))
 
     @classmethod
     def load(cls, path: Path) -> ClientRegistry:
@@ -72,5 +71,5 @@ class ClientRegistry:
     def authenticate(self, client_id: str, secret: str) -> Client | None:
         """Blocking (scrypt): call it off the event loop."""
         client = self._clients.get(client_id)
-        matches = verify_secret(secret, client.secret_hash if client else self._DECOY)
+        matches = verify_secret(secret, client.secret_hash if client else self._decoy)
         return client if client is not None and matches else None

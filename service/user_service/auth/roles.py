@@ -12,12 +12,11 @@ class Role(enum.IntEnum):
 
     @classmethod
     def parse(cls, name: str) -> Role:
-        return cls[name.upper()]
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown role {name!r} (known: reader, writer, admin)") from None
 
     @property
     def label(self) -> str:
         return self.name.lower()
-
-
-def highest(roles: list[Role]) -> Role | None:
-    return max(roles, default=None)

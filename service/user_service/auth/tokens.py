@@ -20,6 +20,17 @@ Algorithm = Literal["HS256", "RS256", "ES256"]
 MIN_HMAC_SECRET_BYTES = 32
 
 
+# Why a token was refused, in words that name the problem without echoing the token.
+_REASONS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (
+    (jwt.ExpiredSignatureError, "token expired"),
+    (jwt.ImmatureSignatureError, "token not valid yet"),
+    (jwt.InvalidAudienceError, "token is for another audience"),
+    (jwt.InvalidIssuerError, "token from an unknown issuer"),
+    (jwt.InvalidSignatureError, "token signature does not verify"),
+    (jwt.InvalidAlgorithmError, "token signed with a disallowed algorithm"),
+)
+
+
 class InvalidTokenError(Exception):
     """The token is not acceptable; the message says why without echoing it."""
 
@@ -94,24 +105,13 @@ class TokenService:
                 leeway=self._leeway,
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
-        except jwt.ExpiredSignatureError as error:
-            raise InvalidTokenError("token expired") from error
-        except jwt.ImmatureSignatureError as error:
-            raise InvalidTokenError("token not valid yet") from error
-        except jwt.InvalidAudienceError as error:
-            raise InvalidTokenError("token is for another audience") from error
-        except jwt.InvalidIssuerError as error:
-            raise InvalidTokenError("token from an unknown issuer") from error
-        except jwt.InvalidSignatureError as error:
-            raise InvalidTokenError("token signature does not verify") from error
-        except jwt.InvalidAlgorithmError as error:
-            raise InvalidTokenError("token signed with a disallowed algorithm") from error
         except jwt.MissingRequiredClaimError as error:
             raise InvalidTokenError(f"token lacks the {error.claim!r} claim") from error
         except jwt.InvalidTokenError as error:
-            raise InvalidTokenError("token is malformed") from error
+            reason = next((text for kind, text in _REASONS if isinstance(error, kind)), "token is malformed")
+            raise InvalidTokenError(reason) from error
         try:
             roles = tuple(Role.parse(str(name)) for name in claims.get("roles", []))
-        except KeyError as error:
+        except ValueError as error:
             raise InvalidTokenError("token names an unknown role") from error
         return Principal(subject=str(claims["sub"]), roles=roles, expires_at=float(claims["exp"]))

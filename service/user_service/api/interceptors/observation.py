@@ -90,9 +90,14 @@ class _Observation:
     def __init__(self, service: str, method: str, kind: GrpcType, observers: tuple[RpcObserver, ...]) -> None:
         self._service, self._method, self._kind, self._observers = service, method, kind, observers
 
-    def start(self, context: Context) -> tuple[RpcCall, list[Any]]:
+    def start(self, request: Any, context: Context, streaming: bool) -> tuple[RpcCall, list[Any], Any]:
+        """The call, each observer's state, and the request (counted as it streams in)."""
         call = RpcCall(self._service, self._method, self._kind, context, time.perf_counter())
-        return call, [observer.started(call) for observer in self._observers]
+        states = [observer.started(call) for observer in self._observers]
+        if streaming:
+            return call, states, self.counted(request, call)
+        call.received = 1
+        return call, states, request
 
     def finish(self, call: RpcCall, states: list[Any], error: BaseException | None) -> None:
         code = final_code(call.context, error)
@@ -115,11 +120,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
     if not handler.response_streaming:
 
         async def unary_response(request: Any, context: Context) -> Any:
-            call, states = observation.start(context)
-            if handler.request_streaming:
-                request = observation.counted(request, call)
-            else:
-                call.received = 1
+            call, states, request = observation.start(request, context, handler.request_streaming)
             error: BaseException | None = None
             try:
                 response = await behavior(request, context)
@@ -134,11 +135,7 @@ def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Ha
         return same_kind(handler, unary_response)
 
     async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        call, states = observation.start(context)
-        if handler.request_streaming:
-            request = observation.counted(request, call)
-        else:
-            call.received = 1
+        call, states, request = observation.start(request, context, handler.request_streaming)
         error: BaseException | None = None
         try:
             async with aclosing(behavior(request, context)) as responses:
