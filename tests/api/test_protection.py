@@ -78,3 +78,22 @@ async def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(start: 
         with pytest.raises(grpc.aio.AioRpcError) as missing:
             await stub.GetUser(user_pb2.GetUserRequest(id=1))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND, "capacity is back once streams end"
+
+
+async def test_a_client_pinging_too_often_is_disconnected(start: StartServer) -> None:
+    """Keepalive enforcement: pings faster than the server allows earn a GOAWAY."""
+    server = await start(min_client_ping_seconds=5)
+    abusive = [
+        ("grpc.keepalive_time_ms", 100),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=abusive) as channel:
+        stream = user_pb2_grpc.UserServiceStub(channel).SubscribeUsers(
+            user_pb2.SubscribeUsersRequest(), timeout=30
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stream.read()
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "pings" in (caught.value.details() or "").lower()
+    await eventually(lambda: server.broker.subscriber_count == 0)
