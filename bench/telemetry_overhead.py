@@ -31,7 +31,12 @@ from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("user-service"))
 
-QUIET = {"USER_SERVICE_ACCESS_LOG": "false", "USER_SERVICE_LOG_LEVEL": "WARNING"}
+# Authentication is off in every mode: this measures telemetry, and ghz sends no token.
+QUIET = {
+    "USER_SERVICE_ACCESS_LOG": "false",
+    "USER_SERVICE_LOG_LEVEL": "WARNING",
+    "USER_SERVICE_AUTH_ENABLED": "false",
+}
 MODES: dict[str, dict[str, str]] = {
     "bare": {**QUIET, "USER_SERVICE_METRICS_ENABLED": "false", "OTEL_SDK_DISABLED": "true"},
     "metrics": {**QUIET, "OTEL_SDK_DISABLED": "true"},
@@ -43,6 +48,7 @@ MODES: dict[str, dict[str, str]] = {
     },
     "tracing 0% + metrics": {**QUIET, "OTEL_TRACES_SAMPLER": "always_off"},
     "tracing 100% + metrics + access log": {
+        "USER_SERVICE_AUTH_ENABLED": "false",
         "USER_SERVICE_LOG_LEVEL": "INFO",
         "OTEL_TRACES_SAMPLER": "always_on",
     },
