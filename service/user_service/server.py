@@ -70,29 +70,15 @@ class RunningServer:
         await asyncio.to_thread(self.telemetry.shutdown)
 
 
-async def open_store(settings: ServerSettings) -> UserStore:
-    return await SqliteUserStore.open(settings.sqlite_path)
-
-
 async def start_server(settings: ServerSettings, telemetry: Telemetry | None = None) -> RunningServer:
     telemetry = telemetry or setup_telemetry(SERVICE_NAME)
+    # Credentials first: a bad key file fails the start before anything is opened.
+    tokens = _token_service(settings) if settings.auth_enabled else None
+    clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
+    service_metrics = ServiceMetrics(telemetry.registry)
     # Without tracing and metrics nothing is wrapped at all: the benchmark's "bare" baseline.
     instrumented = telemetry.tracing or settings.metrics_enabled
-    service_metrics = ServiceMetrics(telemetry.registry)
-    store = await open_store(settings)
-    broker: EventBroker
-    if instrumented:
-        tracer = telemetry.tracer if telemetry.tracing else None
-        store = InstrumentedUserStore(store, db_system="sqlite", tracer=tracer, metrics=service_metrics)
-        broker = InstrumentedEventBroker(
-            buffer_size=settings.subscriber_buffer,
-            max_subscribers=settings.max_subscribers,
-            tracer=telemetry.tracer,
-            metrics=service_metrics,
-        )
-        service_metrics.users.set(await store.count_users())
-    else:
-        broker = EventBroker(buffer_size=settings.subscriber_buffer, max_subscribers=settings.max_subscribers)
+    store, broker = await _storage(settings, telemetry, service_metrics if instrumented else None)
     directory = UserDirectory(store, broker)
     servicer = UserServicer(
         directory,
@@ -101,38 +87,15 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         max_batch_size=settings.max_batch_size,
         subscription_observer=FeedTelemetry(telemetry.tracer, service_metrics) if instrumented else None,
     )
-
     grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
-    # The server span first: it is current while the others run, so metrics find their
-    # exemplar and log lines their trace id.
-    observers: list[RpcObserver] = [
-        observer
-        for observer in (
-            ServerSpans(telemetry.tracer) if telemetry.tracing else None,
-            grpc_metrics,
-            AccessLog() if settings.access_log else None,
-        )
-        if observer is not None
-    ]
-    # Outermost first: observation sees the status the inner ones settle on; callers are
-    # authenticated before their request bytes are even parsed.
-    interceptors: list[grpc.aio.ServerInterceptor] = [
-        RpcObservationInterceptor(observers),
-        RecoveryInterceptor(),
-    ]
-    tokens = _token_service(settings) if settings.auth_enabled else None
-    if tokens is not None:
-        interceptors.append(AuthInterceptor(tokens, REQUIRED_ROLES))
-    interceptors.append(RequestDecodingInterceptor())
     server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=_interceptors(settings, telemetry, grpc_metrics, tokens),
         options=_server_options(settings),
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    if tokens is not None and settings.auth_clients_file is not None:
-        clients = ClientRegistry.load(settings.auth_clients_file)
+    if tokens is not None and clients is not None:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(clients, tokens), server)
         services.append(AUTH_SERVICE.full_name)
     health_servicer = health.aio.HealthServicer()
@@ -150,6 +113,56 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         grpc_metrics.initialize(_method_types())
         metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
     return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
+
+
+async def _storage(
+    settings: ServerSettings, telemetry: Telemetry, metrics: ServiceMetrics | None
+) -> tuple[UserStore, EventBroker]:
+    """The store and the event broker, instrumented when there are metrics to record."""
+    store: UserStore = await SqliteUserStore.open(settings.sqlite_path)
+    if metrics is None:
+        return store, EventBroker(
+            buffer_size=settings.subscriber_buffer, max_subscribers=settings.max_subscribers
+        )
+    tracer = telemetry.tracer if telemetry.tracing else None
+    store = InstrumentedUserStore(store, db_system="sqlite", tracer=tracer, metrics=metrics)
+    broker = InstrumentedEventBroker(
+        buffer_size=settings.subscriber_buffer,
+        max_subscribers=settings.max_subscribers,
+        tracer=telemetry.tracer,
+        metrics=metrics,
+    )
+    metrics.users.set(await store.count_users())
+    return store, broker
+
+
+def _interceptors(
+    settings: ServerSettings,
+    telemetry: Telemetry,
+    grpc_metrics: GrpcServerMetrics | None,
+    tokens: TokenService | None,
+) -> list[grpc.aio.ServerInterceptor]:
+    """Outermost first: observation sees the status the inner ones settle on; callers are
+    authenticated before their request bytes are even parsed."""
+    # The server span first: it is current while the others run, so metrics find their
+    # exemplar and log lines their trace id.
+    observers: list[RpcObserver] = [
+        observer
+        for observer in (
+            ServerSpans(telemetry.tracer) if telemetry.tracing else None,
+            grpc_metrics,
+            AccessLog() if settings.access_log else None,
+        )
+        if observer is not None
+    ]
+    interceptors: list[grpc.aio.ServerInterceptor] = [
+        RpcObservationInterceptor(observers),
+        RecoveryInterceptor(),
+    ]
+    if tokens is not None:
+        interceptors.append(AuthInterceptor(tokens, REQUIRED_ROLES))
+    interceptors.append(RequestDecodingInterceptor())
+    return interceptors
 
 
 def _token_service(settings: ServerSettings) -> TokenService:
