@@ -70,6 +70,9 @@ class ServerSettings(BaseSettings):
     jwt_secret_file: Path | None = Field(None, description="HS256 secret (>= 32 bytes).")
     jwt_private_key_file: Path | None = Field(None, description="RS256/ES256 private key (PEM).")
     jwt_key_id: str | None = Field(None, description="`kid` header of issued tokens.")
+    jwt_jwks_url: str | None = Field(
+        None, description="Verify tokens with an identity provider's keys (RS256/ES256, by `kid`)."
+    )
     jwt_issuer: str = Field("user-service", description="`iss` of issued and accepted tokens.")
     jwt_audience: str = Field("user-service", description="`aud` of issued and accepted tokens.")
     token_ttl_seconds: Annotated[int, Field(ge=60)] = Field(900, description="Lifetime of issued tokens.")
@@ -107,7 +110,9 @@ class ServerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _complete_security_config(self) -> ServerSettings:
-        if self.auth_enabled:
+        if self.auth_enabled and self.jwt_jwks_url is not None and self.jwt_algorithm == "HS256":
+            raise ValueError("JWKS verification needs RS256 or ES256")
+        if self.auth_enabled and self.jwt_jwks_url is None:
             if self.auth_clients_file is None:
                 raise ValueError("auth is enabled: set USER_SERVICE_AUTH_CLIENTS_FILE (or disable auth)")
             key = self.jwt_secret_file if self.jwt_algorithm == "HS256" else self.jwt_private_key_file

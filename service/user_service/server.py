@@ -18,6 +18,7 @@ from user_service.api.interceptors.observation import RpcObservationInterceptor,
 from user_service.api.interceptors.recovery import RecoveryInterceptor
 from user_service.api.servicer import REQUIRED_ROLES, UserServicer
 from user_service.auth.credentials import ClientRegistry
+from user_service.auth.jwks import JwksKeys
 from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
@@ -95,7 +96,7 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    if tokens is not None and clients is not None:
+    if tokens is not None and tokens.can_issue and clients is not None:
         auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(clients, tokens), server)
         services.append(AUTH_SERVICE.full_name)
     health_servicer = health.aio.HealthServicer()
@@ -166,20 +167,22 @@ def _interceptors(
 
 
 def _token_service(settings: ServerSettings) -> TokenService:
-    if settings.jwt_algorithm == "HS256":
-        assert settings.jwt_secret_file is not None  # checked by ServerSettings
+    """Keys as configured (ServerSettings checked that the needed files are named)."""
+    if settings.jwt_algorithm == "HS256" and settings.jwt_secret_file is not None:
         keys = TokenKeys.hmac(settings.jwt_secret_file.read_bytes().strip(), settings.jwt_key_id)
-    else:
-        assert settings.jwt_private_key_file is not None
+    elif settings.jwt_algorithm != "HS256" and settings.jwt_private_key_file is not None:
         keys = TokenKeys.asymmetric(
             settings.jwt_algorithm, settings.jwt_private_key_file.read_bytes(), settings.jwt_key_id
         )
+    else:
+        keys = TokenKeys.verify_only(settings.jwt_algorithm)
     return TokenService(
         keys,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         ttl_seconds=settings.token_ttl_seconds,
         leeway_seconds=settings.token_leeway_seconds,
+        jwks=JwksKeys(settings.jwt_jwks_url) if settings.jwt_jwks_url else None,
     )
 
 

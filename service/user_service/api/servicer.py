@@ -58,11 +58,13 @@ class SubscriptionObserver(Protocol):
 
 
 class _IgnoreSubscriptions:
+    """The observer when telemetry is off: nothing to record."""
+
     def delivered(self, event: UserEvent, sequence: int) -> None:
-        pass
+        return None
 
     def ended(self, error: DomainError) -> None:
-        pass
+        return None
 
 
 @asynccontextmanager

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives import serialization
 
+from user_service.auth.jwks import JwksKeys, KeyUnavailableError
 from user_service.auth.roles import Role
 
 Algorithm = Literal["HS256", "RS256", "ES256"]
@@ -65,16 +66,36 @@ class TokenKeys:
         private_key = serialization.load_pem_private_key(private_pem, password=None)
         return cls(algorithm, private_key, private_key.public_key(), key_id)
 
+    @classmethod
+    def verify_only(cls, algorithm: Algorithm) -> TokenKeys:
+        """No key of our own: tokens come from an identity provider, keys from its JWKS."""
+        return cls(algorithm, None, None)
+
 
 class TokenService:
+    """Issues tokens with its own key (if it has one) and verifies them with that key or,
+    given ``jwks``, with the identity provider's keys."""
+
     def __init__(
-        self, keys: TokenKeys, *, issuer: str, audience: str, ttl_seconds: int, leeway_seconds: int
+        self,
+        keys: TokenKeys,
+        *,
+        issuer: str,
+        audience: str,
+        ttl_seconds: int,
+        leeway_seconds: int,
+        jwks: JwksKeys | None = None,
     ) -> None:
         self._keys = keys
+        self._jwks = jwks
         self._issuer = issuer
         self._audience = audience
         self.ttl_seconds = ttl_seconds
         self._leeway = leeway_seconds
+
+    @property
+    def can_issue(self) -> bool:
+        return self._keys.signing_key is not None
 
     def issue(self, subject: str, roles: tuple[Role, ...], now: float | None = None) -> tuple[str, float]:
         """A signed token and when it expires (UNIX seconds)."""
@@ -94,11 +115,21 @@ class TokenService:
         token = jwt.encode(claims, self._keys.signing_key, algorithm=self._keys.algorithm, headers=headers)
         return token, float(expires)
 
-    def verify(self, token: str) -> Principal:
+    async def authenticate(self, token: str) -> Principal:
+        """Verifies ``token``; with JWKS the key lookup never blocks the event loop."""
+        if self._jwks is None:
+            return self.verify(token, self._keys.verification_key)
+        try:
+            key = await self._jwks.key_for(token)
+        except KeyUnavailableError as error:
+            raise InvalidTokenError(str(error)) from error
+        return self.verify(token, key)
+
+    def verify(self, token: str, key: Any) -> Principal:
         try:
             claims = jwt.decode(
                 token,
-                self._keys.verification_key,
+                key,
                 algorithms=[self._keys.algorithm],
                 audience=self._audience,
                 issuer=self._issuer,

@@ -88,7 +88,7 @@ class AccessLog:
         self._logger = logging.getLogger(ACCESS_LOGGER)
 
     def started(self, call: RpcCall) -> None:
-        pass
+        return None  # one line per RPC, written when it finishes
 
     def finished(
         self, call: RpcCall, state: None, code: grpc.StatusCode, duration: float, error: BaseException | None

@@ -73,7 +73,7 @@ class AuthInterceptor(HandlerWrappingInterceptor):
         if scheme.lower() != "bearer" or not token.strip():
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "authorization must use the Bearer scheme")
         try:
-            principal = self._tokens.verify(token.strip())
+            principal = await self._tokens.authenticate(token.strip())
         except InvalidTokenError as error:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, f"invalid access token: {error}")
         if not principal.has(required):
