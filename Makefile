@@ -21,7 +21,7 @@ export TOOLS_DIR
 .PHONY: help setup proto tools credentials certs run demo test bench lint fmt clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(UV):
 	$(PYTHON) -m venv $(CACHE_DIR)/uv-$(UV_VERSION)
@@ -49,7 +49,7 @@ $(GEN_DIR)/.stamp: $(PROTO_FILES) $(BIN)/python
 proto: $(BIN)/python ## regenerate Python code from proto/ (also run by setup)
 	rm -f $(GEN_DIR)/.stamp && $(MAKE) --no-print-directory $(GEN_DIR)/.stamp
 
-tools: ## build the pinned Go tools (buf, grpcurl, grpc-health-probe) into the cache
+tools: ## build the pinned Go tools (buf, grpcurl, grpc-health-probe, ghz) into the cache
 	scripts/install-tools.sh
 
 DEV_DIR := .dev
