@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +77,11 @@ async def channel(server: RunningServer) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> Stub:
     return user_pb2_grpc.UserServiceStub(channel)
+
+
+async def drain(responses: AsyncIterable[Any]) -> list[Any]:
+    """Reads a response stream to its end (or its error status)."""
+    return [response async for response in responses]
 
 
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:

@@ -8,6 +8,8 @@ from typing import Any
 import grpc
 import pytest
 
+from tests.conftest import drain
+
 BAD_UTF8_NAME = b"\x0a\x03\x12\x01\xff"  # CreateUserRequest{user{name: b"\xff"}}
 CORRUPT = b"\xff\xff\xff"
 
@@ -32,8 +34,7 @@ async def test_unary(channel: grpc.aio.Channel, payload: bytes) -> None:
 
 async def test_server_streaming(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in _raw(channel, "unary_stream", "SubscribeUsers")(CORRUPT):
-            pass
+        await drain(_raw(channel, "unary_stream", "SubscribeUsers")(CORRUPT))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
@@ -45,6 +46,5 @@ async def test_client_streaming(channel: grpc.aio.Channel) -> None:
 
 async def test_bidi_streaming(channel: grpc.aio.Channel) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in _raw(channel, "stream_stream", "LookupUsers")(_one(CORRUPT)):
-            pass
+        await drain(_raw(channel, "stream_stream", "LookupUsers")(_one(CORRUPT)))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -9,7 +9,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from tests.conftest import StartServer, create_user, eventually
+from tests.conftest import StartServer, create_user, drain, eventually
 from user_service.api.interceptors.recovery import INTERNAL_MESSAGE
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.store.sqlite import SqliteUserStore
@@ -47,8 +47,7 @@ async def test_an_unexpected_error_mid_stream_is_internal(
 ) -> None:
     monkeypatch.setattr(SqliteUserStore, "list_events", _broken)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stub.SubscribeUsers(user_pb2.SubscribeUsersRequest(since_event_id=0)):
-            pass
+        await drain(stub.SubscribeUsers(user_pb2.SubscribeUsersRequest(since_event_id=0)))
     assert caught.value.code() == grpc.StatusCode.INTERNAL
     assert caught.value.details() == INTERNAL_MESSAGE
 

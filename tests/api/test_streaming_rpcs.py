@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from tests.conftest import StartServer, create_user
+from tests.conftest import StartServer, create_user, drain
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import RunningServer
 
@@ -110,8 +110,7 @@ class TestLookupUsers:
             yield user_pb2.GetUserRequest(id=0)
 
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in stub.LookupUsers(ids()):
-                pass
+            await drain(stub.LookupUsers(ids()))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from tests.conftest import StartServer, create_user, eventually
+from tests.conftest import StartServer, create_user, drain, eventually
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import RunningServer
 
@@ -151,8 +151,7 @@ async def test_cancelled_stream_releases_its_subscription_at_once(server: Runnin
 async def test_deadline_ends_the_stream_and_releases_it(server: RunningServer, stub: Stub) -> None:
     call = _subscribe(stub, since=0, timeout=0.3)
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in call:
-            pass
+        await drain(call)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     await eventually(lambda: server.broker.subscriber_count == 0, within=2)
 

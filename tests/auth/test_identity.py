@@ -14,6 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from scripts.dev_credentials import DevCredentials
 from tests.auth.conftest import Login, bearer
+from tests.conftest import drain
 from user_service.gen.auth.v1 import auth_pb2
 from user_service.gen.user.v1 import user_pb2
 from user_service.telemetry.logging import ACCESS_LOGGER
@@ -66,8 +67,7 @@ async def test_a_subscription_ends_when_its_token_expires(
         user_pb2.SubscribeUsersRequest(since_event_id=0), metadata=bearer(token), timeout=20
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        async for _ in stream:
-            pass
+        await drain(stream)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "since_event_id=0" in (caught.value.details() or "")
     assert time.time() - now < 10

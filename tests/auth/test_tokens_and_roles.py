@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from scripts.dev_credentials import DevCredentials
 from tests.auth.conftest import Login, bearer
-from tests.conftest import StartServer
+from tests.conftest import StartServer, drain
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
@@ -160,8 +160,7 @@ class TestAttackMatrix:
 
     async def test_streaming_rpcs_need_a_token_too(self, users: UserServiceAsyncStub) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            async for _ in users.SubscribeUsers(user_pb2.SubscribeUsersRequest()):
-                pass
+            await drain(users.SubscribeUsers(user_pb2.SubscribeUsersRequest()))
         assert caught.value.code() == UNAUTHENTICATED
 
 
