@@ -43,14 +43,27 @@ class ServerSettings(BaseSettings):
     max_subscribers: Annotated[int, Field(ge=1)] = Field(
         1000, description="Concurrent SubscribeUsers streams."
     )
+    max_subscriptions_per_caller: Annotated[int, Field(ge=1)] = Field(
+        100, description="Concurrent SubscribeUsers streams of one caller (token subject, or host)."
+    )
     max_message_bytes: Annotated[int, Field(ge=1024)] = Field(
         1024 * 1024, description="Largest request message accepted; larger ones are RESOURCE_EXHAUSTED."
     )
     max_concurrent_rpcs: Annotated[int, Field(ge=1)] = Field(
         2000, description="RPCs in flight (streams included); beyond it calls get RESOURCE_EXHAUSTED."
     )
+    max_public_rpcs: Annotated[int, Field(ge=1)] = Field(
+        64,
+        description="Calls in flight that need no token (reflection, login, health watches);"
+        " health checks are never refused.",
+    )
+    max_concurrent_logins: Annotated[int, Field(ge=1)] = Field(
+        2, description="Client secrets checked at once (scrypt: CPU and 16 MiB each)."
+    )
     max_streams_per_connection: Annotated[int, Field(ge=1)] = Field(
-        100, description="HTTP/2 concurrent streams one connection may open."
+        2000,
+        description="HTTP/2 concurrent streams one connection may open: as high as the RPC budget, so"
+        " a busy client queues nothing and is never refused a stream (REFUSED_STREAM); the budget protects.",
     )
     keepalive_seconds: Annotated[float, Field(gt=0)] = Field(
         60.0, description="Ping idle connections this often; drop them if no answer within 20 s."

@@ -12,20 +12,23 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from user_service.api.auth_servicer import AuthServicer
+from user_service.api.interceptors.admission import AdmissionInterceptor
 from user_service.api.interceptors.auth import AuthInterceptor
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
 from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
 from user_service.api.interceptors.recovery import RecoveryInterceptor
-from user_service.api.servicer import REQUIRED_ROLES, UserServicer
+from user_service.api.methods import AUTH_SERVICE, RPC_TABLE, USER_SERVICE, Budget
+from user_service.api.servicer import UserServicer
 from user_service.auth.credentials import ClientRegistry
 from user_service.auth.jwks import JwksKeys
+from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
 from user_service.domain.users import UserDirectory
-from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
-from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.gen.auth.v1 import auth_pb2_grpc
+from user_service.gen.user.v1 import user_pb2_grpc
 from user_service.store.base import UserStore
 from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker
@@ -38,9 +41,11 @@ from user_service.telemetry.store import InstrumentedUserStore
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "user-service"
-USER_SERVICE = user_pb2.DESCRIPTOR.services_by_name["UserService"]
-AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
+
+
+class PortInUseError(Exception):
+    """The gRPC address cannot be bound (held by another process, or not this host's)."""
 
 
 @dataclass
@@ -89,29 +94,39 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         subscription_observer=FeedTelemetry(telemetry.tracer, service_metrics) if instrumented else None,
     )
     grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
+    # No grpc-level maximum_concurrent_rpcs: it would count health checks and anonymous
+    # calls against the service's budget; the admission interceptor keeps budgets apart.
     server = grpc.aio.server(
         interceptors=_interceptors(settings, telemetry, grpc_metrics, tokens),
         options=_server_options(settings),
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
     if tokens is not None and tokens.can_issue and clients is not None:
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(clients, tokens), server)
+        login = AuthServicer(clients, tokens, LoginThrottle(max_concurrent=settings.max_concurrent_logins))
+        auth_pb2_grpc.add_AuthServiceServicer_to_server(login, server)
         services.append(AUTH_SERVICE.full_name)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)
     address = f"{settings.host}:{settings.port}"
     credentials = _server_credentials(settings)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    try:
+        port = (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
+    except RuntimeError as error:
+        await store.close()
+        raise PortInUseError(
+            f"cannot listen on {address}: the port is taken or the address invalid"
+        ) from error
     await server.start()
     for service in ("", USER_SERVICE.full_name):
         await health_servicer.set(service, SERVING)
 
     metrics_port = None
     if grpc_metrics is not None:
-        grpc_metrics.initialize(_method_types())
+        grpc_metrics.initialize(RPC_TABLE.of_service(USER_SERVICE.full_name))
         metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
     return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
 
@@ -121,15 +136,19 @@ async def _storage(
 ) -> tuple[UserStore, EventBroker]:
     """The store and the event broker, instrumented when there are metrics to record."""
     store: UserStore = await SqliteUserStore.open(settings.sqlite_path)
+    buffer_size, max_subscribers = settings.subscriber_buffer, settings.max_subscribers
+    max_per_subscriber = settings.max_subscriptions_per_caller
     if metrics is None:
-        return store, EventBroker(
-            buffer_size=settings.subscriber_buffer, max_subscribers=settings.max_subscribers
+        broker = EventBroker(
+            buffer_size=buffer_size, max_subscribers=max_subscribers, max_per_subscriber=max_per_subscriber
         )
+        return store, broker
     tracer = telemetry.tracer if telemetry.tracing else None
     store = InstrumentedUserStore(store, db_system="sqlite", tracer=tracer, metrics=metrics)
     broker = InstrumentedEventBroker(
-        buffer_size=settings.subscriber_buffer,
-        max_subscribers=settings.max_subscribers,
+        buffer_size=buffer_size,
+        max_subscribers=max_subscribers,
+        max_per_subscriber=max_per_subscriber,
         tracer=telemetry.tracer,
         metrics=metrics,
     )
@@ -143,8 +162,8 @@ def _interceptors(
     grpc_metrics: GrpcServerMetrics | None,
     tokens: TokenService | None,
 ) -> list[grpc.aio.ServerInterceptor]:
-    """Outermost first: observation sees the status the inner ones settle on; callers are
-    authenticated before their request bytes are even parsed."""
+    """Outermost first: observation sees the status the inner ones settle on (refusals by
+    admission included); callers are authenticated before their request bytes are parsed."""
     # The server span first: it is current while the others run, so metrics find their
     # exemplar and log lines their trace id.
     observers: list[RpcObserver] = [
@@ -156,12 +175,14 @@ def _interceptors(
         )
         if observer is not None
     ]
+    budgets = {Budget.AUTHENTICATED: settings.max_concurrent_rpcs, Budget.PUBLIC: settings.max_public_rpcs}
     interceptors: list[grpc.aio.ServerInterceptor] = [
         RpcObservationInterceptor(observers),
+        AdmissionInterceptor(budgets),
         RecoveryInterceptor(),
     ]
     if tokens is not None:
-        interceptors.append(AuthInterceptor(tokens, REQUIRED_ROLES))
+        interceptors.append(AuthInterceptor(tokens))
     interceptors.append(RequestDecodingInterceptor())
     return interceptors
 
@@ -203,6 +224,8 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
+        # One server per port: a second instance must fail to start, not silently share it.
+        ("grpc.so_reuseport", 0),
         # Find dead peers (a subscriber whose host vanished) instead of holding them forever.
         ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", 20_000),
@@ -211,20 +234,6 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
         ("grpc.http2.min_recv_ping_interval_without_data_ms", int(settings.min_client_ping_seconds * 1000)),
         ("grpc.http2.max_ping_strikes", 2),
     ]
-
-
-def _method_types() -> dict[str, str]:
-    """Every UserService method and its go-grpc-middleware grpc_type."""
-    kinds = {
-        (False, False): "unary",
-        (True, False): "client_stream",
-        (False, True): "server_stream",
-        (True, True): "bidi_stream",
-    }
-    return {
-        f"/{USER_SERVICE.full_name}/{method.name}": kinds[(method.client_streaming, method.server_streaming)]
-        for method in USER_SERVICE.methods
-    }
 
 
 async def serve(settings: ServerSettings) -> None:

@@ -55,14 +55,22 @@ async def test_tokens_and_secrets_appear_in_no_span_and_no_log(
         assert sensitive not in recorded
 
 
-async def test_a_subscription_ends_when_its_token_expires(
+def _token_expired_seconds_ago(credentials: DevCredentials, seconds: int) -> str:
+    """A reader token whose ``exp`` lies ``seconds`` in the past (the server allows 30 s of leeway)."""
+    now = int(time.time())
+    claims = {"iss": "user-service", "aud": "user-service", "sub": "brief", "iat": now - 600}
+    return jwt.encode(
+        claims | {"exp": now - seconds, "roles": ["reader"]},
+        credentials.jwt_secret_file.read_text().strip().encode(),
+    )
+
+
+async def test_a_subscription_ends_when_its_token_expires_leeway_included(
     users: UserServiceAsyncStub, credentials: DevCredentials
 ) -> None:
-    now = int(time.time())
-    claims = {"iss": "user-service", "aud": "user-service", "sub": "brief", "iat": now, "exp": now + 2}
-    token = jwt.encode(
-        claims | {"roles": ["reader"]}, credentials.jwt_secret_file.read_text().strip().encode()
-    )
+    """Expired 28 s ago, inside the 30 s leeway: accepted like a unary call, ended 2 s later."""
+    token = _token_expired_seconds_ago(credentials, 28)
+    started = time.monotonic()
     stream = users.SubscribeUsers(
         user_pb2.SubscribeUsersRequest(since_event_id=0), metadata=bearer(token), timeout=20
     )
@@ -70,4 +78,24 @@ async def test_a_subscription_ends_when_its_token_expires(
         await drain(stream)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "since_event_id=0" in (caught.value.details() or "")
-    assert time.time() - now < 10
+    assert 1 < time.monotonic() - started < 10
+
+
+async def test_every_stream_kind_ends_when_its_token_expires(
+    users: UserServiceAsyncStub, credentials: DevCredentials
+) -> None:
+    """A bidi stream that sits idle is cut at expiry too, not only on its next message."""
+    token = _token_expired_seconds_ago(credentials, 29)
+    lookups = users.LookupUsers(metadata=bearer(token), timeout=20)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await lookups.read()
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "expired" in (caught.value.details() or "")
+
+
+async def test_a_token_inside_the_leeway_is_accepted_by_unary_calls(
+    users: UserServiceAsyncStub, credentials: DevCredentials
+) -> None:
+    token = _token_expired_seconds_ago(credentials, 20)
+    response = await users.ListUsers(user_pb2.ListUsersRequest(), metadata=bearer(token))
+    assert list(response.users) == []

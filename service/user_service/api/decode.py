@@ -75,9 +75,9 @@ def _update_paths(request: user_pb2.UpdateUserRequest, checks: FieldChecks) -> s
         return set(_MUTABLE_FIELDS)
     unknown = sorted(set(paths) - set(_MUTABLE_FIELDS))
     if unknown:
-        checks.add(
-            "update_mask", f"names unknown or immutable fields: {', '.join(unknown)} (mutable: name, email)"
-        )
+        shown = ", ".join(repr(path[:40]) for path in unknown[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+        checks.add("update_mask", f"names unknown or immutable fields: {shown}{more} (mutable: name, email)")
     return set(paths) & set(_MUTABLE_FIELDS)
 
 

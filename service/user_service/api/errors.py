@@ -13,8 +13,8 @@ from user_service.domain.errors import (
     EtagMismatchError,
     FeedClosedError,
     SubscriberTooSlowError,
-    SubscriptionExpiredError,
     TooManySubscribersError,
+    TooManySubscriptionsError,
     UserNotFoundError,
     ValidationError,
 )
@@ -26,9 +26,17 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     EtagMismatchError: grpc.StatusCode.ABORTED,
     SubscriberTooSlowError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TooManySubscribersError: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    TooManySubscriptionsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FeedClosedError: grpc.StatusCode.UNAVAILABLE,
-    SubscriptionExpiredError: grpc.StatusCode.UNAUTHENTICATED,
 }
+# Status messages and field descriptions can echo client input: bounded, so that no
+# request can make the status overflow the trailers (that would turn into another code).
+MAX_MESSAGE_CHARS = 1000
+MAX_DESCRIPTION_CHARS = 200
+
+
+def bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def status_code_for(error: DomainError) -> grpc.StatusCode:
@@ -45,7 +53,10 @@ def rich_status(error: DomainError, *, message: str | None = None) -> grpc.Statu
     if isinstance(error, ValidationError):
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=bounded(v.field, MAX_DESCRIPTION_CHARS),
+                    description=bounded(v.description, MAX_DESCRIPTION_CHARS),
+                )
                 for v in error.violations
             ]
         )
@@ -53,7 +64,9 @@ def rich_status(error: DomainError, *, message: str | None = None) -> grpc.Statu
         packed.Pack(bad_request)
         details.append(packed)
     status = status_pb2.Status(
-        code=getattr(code_pb2, code.name), message=message or str(error), details=details
+        code=getattr(code_pb2, code.name),
+        message=bounded(message or str(error), MAX_MESSAGE_CHARS),
+        details=details,
     )
     converted: grpc.Status = rpc_status.to_status(status)
     return converted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from typing import Protocol
@@ -11,14 +12,14 @@ import grpc
 from user_service.api import decode
 from user_service.api.codec import event_message, user_message
 from user_service.api.errors import abort_with, status_code_for
+from user_service.api.interceptors.wrapping import send
+from user_service.api.resume import resume_hint
 from user_service.auth.context import current_principal
-from user_service.auth.roles import Role
 from user_service.domain.errors import (
     DomainError,
     EmailTakenError,
     FeedClosedError,
     SubscriberTooSlowError,
-    SubscriptionExpiredError,
     ValidationError,
 )
 from user_service.domain.feed import ChangeFeed
@@ -29,22 +30,6 @@ from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
 BatchResult = user_pb2.BatchCreateUsersResponse.Result
-
-
-# The role each RPC needs (roles include the ones below them: admin > writer > reader).
-REQUIRED_ROLES = {
-    f"/user.v1.UserService/{method}": role
-    for method, role in {
-        "GetUser": Role.READER,
-        "ListUsers": Role.READER,
-        "SubscribeUsers": Role.READER,
-        "LookupUsers": Role.READER,
-        "CreateUser": Role.WRITER,
-        "UpdateUser": Role.WRITER,
-        "BatchCreateUsers": Role.WRITER,
-        "DeleteUser": Role.ADMIN,
-    }.items()
-}
 
 
 class SubscriptionObserver(Protocol):
@@ -129,23 +114,45 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             await self._directory.delete(*decode.user_deletion(request))
             return user_pb2.DeleteUserResponse()
 
-    async def SubscribeUsers(
+    async def SubscribeUsers(  # type: ignore[override]  # a writer-style handler: grpc.aio runs both
         self, request: user_pb2.SubscribeUsersRequest, context: Context
-    ) -> AsyncIterator[user_pb2.UserEvent]:
+    ) -> None:
+        """Writes each event itself (rather than yielding it) so that a write blocked on a
+        client that stopped reading can be interrupted: the moment the subscriber falls a
+        whole buffer behind, ``on_behind`` moves the delivery deadline to now, the blocked
+        write is cancelled, and the stream ends with RESOURCE_EXHAUSTED and the resume
+        point. Events handed to the transport before that are delivered before the status.
+        """
         async with _domain_errors_as_status(context):
             since = decode.since_event_id(request)
-            caller = current_principal.get()
-            expires_at = caller.expires_at if caller is not None else None
-            async with aclosing(self._feed.events(since, expires_at=expires_at)) as events:
-                delivered = 0
-                try:
+            loop = asyncio.get_running_loop()
+            delivery = asyncio.timeout(None)
+            behind_at: list[int] = []
+
+            def cut_off(position: int) -> None:
+                behind_at.append(position)
+                delivery.reschedule(loop.time())
+
+            feed = self._feed.events(since, subscriber=_caller(context), on_behind=cut_off)
+            if since is not None:
+                resume_hint.set(f"since_event_id={since}")
+            delivered = 0
+            try:
+                async with delivery, aclosing(feed) as events:
                     async for event in events:
                         delivered += 1
                         self._subscriptions.delivered(event, delivered)
-                        yield event_message(event)
-                except (SubscriberTooSlowError, FeedClosedError, SubscriptionExpiredError) as ended:
-                    self._subscriptions.ended(ended)
+                        resume_hint.set(f"since_event_id={event.event_id}")
+                        await send(context, event_message(event))
+            except TimeoutError:
+                if not behind_at:
                     raise
+                ended: DomainError = SubscriberTooSlowError(self._feed.buffer_size, behind_at[0])
+                self._subscriptions.ended(ended)
+                raise ended from None
+            except (SubscriberTooSlowError, FeedClosedError) as error:
+                self._subscriptions.ended(error)
+                raise
 
     async def BatchCreateUsers(
         self, request_iterator: AsyncIterable[user_pb2.CreateUserRequest], context: Context
@@ -178,6 +185,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
             async for request in request_iterator:
                 user = await self._directory.get(decode.user_id(request))
                 yield user_pb2.GetUserResponse(user=user_message(user))
+
+
+def _caller(context: Context) -> str:
+    """Who is subscribing, for the per-caller limit: the token's subject, or with
+    authentication off the peer's address (without its port: one host, one caller)."""
+    principal = current_principal.get()
+    if principal is not None:
+        return f"user:{principal.subject}"
+    return "peer:" + context.peer().rpartition(":")[0]
 
 
 def _item_error(error: DomainError) -> user_pb2.ItemError:

@@ -38,11 +38,12 @@ class InvalidTokenError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the token's subject, roles and expiry (UNIX seconds)."""
+    """Who is calling: the token's subject, roles, and until when (UNIX seconds, the
+    token's ``exp`` plus the clock-skew leeway) the token is accepted."""
 
     subject: str
     roles: tuple[Role, ...]
-    expires_at: float
+    valid_until: float
 
     def has(self, role: Role) -> bool:
         return any(granted >= role for granted in self.roles)
@@ -141,8 +142,20 @@ class TokenService:
         except jwt.InvalidTokenError as error:
             reason = next((text for kind, text in _REASONS if isinstance(error, kind)), "token is malformed")
             raise InvalidTokenError(reason) from error
-        try:
-            roles = tuple(Role.parse(str(name)) for name in claims.get("roles", []))
-        except ValueError as error:
-            raise InvalidTokenError("token names an unknown role") from error
-        return Principal(subject=str(claims["sub"]), roles=roles, expires_at=float(claims["exp"]))
+        return Principal(
+            subject=str(claims["sub"]),
+            roles=_roles(claims.get("roles", [])),
+            valid_until=float(claims["exp"]) + self._leeway,
+        )
+
+
+def _roles(claim: object) -> tuple[Role, ...]:
+    """The ``roles`` claim, strictly: a list of known role names, nothing else. A token
+    from an identity provider is validly signed but not necessarily well formed —
+    ``null``, a number or ``{"admin": false}`` must not be read as roles."""
+    if not isinstance(claim, list) or not all(isinstance(name, str) for name in claim):
+        raise InvalidTokenError("token's roles claim is not a list of role names")
+    try:
+        return tuple(Role.parse(name) for name in claim)
+    except ValueError as error:
+        raise InvalidTokenError("token names an unknown role") from error

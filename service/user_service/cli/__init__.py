@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -51,12 +52,16 @@ def _serve(args: argparse.Namespace) -> int:
             "metrics_port",
         )
     )
-    from user_service.server import serve  # the server's imports are not needed by client commands
+    # The server's imports are not needed by client commands.
+    from user_service.server import PortInUseError, serve
     from user_service.telemetry.logging import configure_logging
 
     log_writer = configure_logging(settings.log_level, settings.log_format)
     try:
         asyncio.run(serve(settings))
+    except PortInUseError as error:
+        logging.getLogger("user_service").critical("%s", error)
+        return 1
     finally:
         log_writer.stop()
     return 0

@@ -66,6 +66,13 @@ class TooManySubscribersError(DomainError):
         super().__init__(f"the server already has {limit} subscribers; retry later")
 
 
+class TooManySubscriptionsError(DomainError):
+    """One caller already holds as many subscriptions as a caller may."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"you already hold {limit} subscriptions, the most one caller may; close one first")
+
+
 class FeedClosedError(DomainError):
     """The change feed is shutting down with the server."""
 
@@ -73,13 +80,3 @@ class FeedClosedError(DomainError):
         self.last_event_id = last_event_id
         resume = "" if last_event_id is None else f"; resubscribe with since_event_id={last_event_id}"
         super().__init__(f"the server is shutting down{resume}")
-
-
-class SubscriptionExpiredError(DomainError):
-    """The subscriber's credentials expired while its stream was open."""
-
-    def __init__(self, last_event_id: int) -> None:
-        self.last_event_id = last_event_id
-        super().__init__(
-            f"the access token expired; log in again and resubscribe with since_event_id={last_event_id}"
-        )

@@ -12,18 +12,25 @@ Events must be published in ``event_id`` order; the caller guarantees it.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 
-from user_service.domain.errors import TooManySubscribersError
+from user_service.domain.errors import TooManySubscribersError, TooManySubscriptionsError
 from user_service.domain.models import UserEvent
 
 
 class Subscription:
     """One subscriber's bounded buffer of live events."""
 
-    def __init__(self, broker: EventBroker, buffer_size: int) -> None:
+    def __init__(self, broker: EventBroker, buffer_size: int, subscriber: str) -> None:
         self._broker = broker
         self.buffer_size = buffer_size
+        self.subscriber = subscriber
+        # The id of the last event handed to the reader (kept by the change feed).
+        self.position = 0
+        # Called (by the publisher) with ``position`` the moment the buffer overflows: lets
+        # the reader interrupt a delivery blocked on a client which stopped reading.
+        self.on_overflow: Callable[[int], None] | None = None
         self._buffer: deque[UserEvent] = deque()
         self._wakeup = asyncio.Event()
         self.overflowed = False
@@ -38,6 +45,8 @@ class Subscription:
         if len(self._buffer) >= self.buffer_size:
             self.overflowed = True
             self._buffer.clear()
+            if self.on_overflow is not None:
+                self.on_overflow(self.position)
         else:
             self._buffer.append(event)
         self._wakeup.set()
@@ -69,11 +78,19 @@ class Subscription:
 class EventBroker:
     """Hands every published event to every subscription, never blocking the publisher."""
 
-    def __init__(self, *, buffer_size: int, max_subscribers: int) -> None:
+    def __init__(
+        self, *, buffer_size: int, max_subscribers: int, max_per_subscriber: int | None = None
+    ) -> None:
         self._buffer_size = buffer_size
         self._max_subscribers = max_subscribers
+        self._max_per_subscriber = max_per_subscriber or max_subscribers
         self._subscriptions: set[Subscription] = set()
+        self._per_subscriber: Counter[str] = Counter()
         self._closed = False
+
+    @property
+    def buffer_size(self) -> int:
+        return self._buffer_size
 
     @property
     def subscriber_count(self) -> int:
@@ -88,14 +105,19 @@ class EventBroker:
     def closed(self) -> bool:
         return self._closed
 
-    def subscribe(self) -> Subscription:
+    def subscribe(self, subscriber: str = "") -> Subscription:
+        """A new subscription for ``subscriber`` (who asks: one caller may hold at most
+        ``max_per_subscriber`` of the ``max_subscribers`` slots)."""
         if len(self._subscriptions) >= self._max_subscribers:
             raise TooManySubscribersError(self._max_subscribers)
-        subscription = Subscription(self, self._buffer_size)
+        if self._per_subscriber[subscriber] >= self._max_per_subscriber:
+            raise TooManySubscriptionsError(self._max_per_subscriber)
+        subscription = Subscription(self, self._buffer_size, subscriber)
         if self._closed:
             subscription._close()
         else:
             self._subscriptions.add(subscription)
+            self._per_subscriber[subscriber] += 1
         return subscription
 
     def publish(self, event: UserEvent) -> None:
@@ -108,6 +130,11 @@ class EventBroker:
         for subscription in self._subscriptions:
             subscription._close()
         self._subscriptions.clear()
+        self._per_subscriber.clear()
 
     def _remove(self, subscription: Subscription) -> None:
-        self._subscriptions.discard(subscription)
+        if subscription in self._subscriptions:
+            self._subscriptions.remove(subscription)
+            self._per_subscriber[subscription.subscriber] -= 1
+            if not self._per_subscriber[subscription.subscriber]:
+                del self._per_subscriber[subscription.subscriber]

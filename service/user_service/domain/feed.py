@@ -8,16 +8,16 @@ Correctness argument (no gap, no duplicate, ascending event_id):
    buffer is discarded and the store read again from the last delivered id, until a
    full catch-up finishes without an overflow. Replay never cuts a subscriber off.
 3. Once live, an overflow means the subscriber cannot keep up with the write rate:
-   it is ended with ``SubscriberTooSlowError`` carrying the id to resume from.
+   it is ended with ``SubscriberTooSlowError`` carrying the id to resume from. The
+   overflow is also signalled at once (``on_behind``), because a reader blocked on a
+   client that stopped reading would otherwise never come back to notice it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError, SubscriptionExpiredError
+from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError
 from user_service.domain.events import EventBroker, Subscription
 from user_service.domain.models import UserEvent
 from user_service.store.base import UserStore
@@ -30,19 +30,26 @@ class ChangeFeed:
         self._replay_batch_size = replay_batch_size
 
     @property
-    def broker(self) -> EventBroker:
-        return self._broker
+    def buffer_size(self) -> int:
+        """Live events a subscriber may fall behind before it is cut off."""
+        return self._broker.buffer_size
 
     async def events(
-        self, since_event_id: int | None, *, expires_at: float | None = None
+        self,
+        since_event_id: int | None,
+        *,
+        subscriber: str = "",
+        on_behind: Callable[[int], None] | None = None,
     ) -> AsyncGenerator[UserEvent, None]:
         """Events after ``since_event_id`` then live ones; ``None`` means live only.
 
-        ``expires_at`` (UNIX seconds) ends the stream with ``SubscriptionExpiredError``
-        when the subscriber's credentials run out, even if no event arrives. Close the
-        iterator (``contextlib.aclosing``) to release its subscription at once.
+        ``subscriber`` names who asks (for the per-caller subscription limit).
+        ``on_behind`` is called from the publishing side, with the id of the last event
+        handed out, the moment this subscriber, once live, falls a whole buffer behind;
+        the next read then raises ``SubscriberTooSlowError``. Close the iterator (``contextlib.aclosing``) to
+        release its subscription at once.
         """
-        subscription = self._broker.subscribe()
+        subscription = self._broker.subscribe(subscriber)
         try:
             if since_event_id is None:
                 last = await self._store.last_event_id()
@@ -51,18 +58,19 @@ class ChangeFeed:
                 while True:
                     subscription.rearm()
                     async for event in self._replay(after=last, subscription=subscription):
-                        _raise_if_expired(expires_at, last)
+                        subscription.position = last = event.event_id
                         yield event
-                        last = event.event_id
                     if not subscription.overflowed:
                         break
+            subscription.position = last
+            subscription.on_overflow = on_behind
             while True:
-                await _wait(subscription, expires_at, last)
+                await subscription.wait()
                 self._raise_if_ended(subscription, last)
                 while (live := subscription.pop_nowait()) is not None:
                     if live.event_id > last:
+                        subscription.position = last = live.event_id
                         yield live
-                        last = live.event_id
         finally:
             subscription.unsubscribe()
 
@@ -83,19 +91,3 @@ class ChangeFeed:
             raise FeedClosedError(last)
         if subscription.overflowed:
             raise SubscriberTooSlowError(subscription.buffer_size, last)
-
-
-def _raise_if_expired(expires_at: float | None, last: int) -> None:
-    if expires_at is not None and time.time() >= expires_at:
-        raise SubscriptionExpiredError(last)
-
-
-async def _wait(subscription: Subscription, expires_at: float | None, last: int) -> None:
-    if expires_at is None:
-        await subscription.wait()
-        return
-    _raise_if_expired(expires_at, last)
-    try:
-        await asyncio.wait_for(subscription.wait(), timeout=expires_at - time.time())
-    except TimeoutError:
-        raise SubscriptionExpiredError(last) from None

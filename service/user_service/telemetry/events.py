@@ -11,7 +11,6 @@ from user_service.domain.errors import (
     DomainError,
     FeedClosedError,
     SubscriberTooSlowError,
-    SubscriptionExpiredError,
 )
 from user_service.domain.events import EventBroker
 from user_service.domain.models import EventType, UserEvent
@@ -37,9 +36,17 @@ class InstrumentedEventBroker(EventBroker):
     """An ``EventBroker`` whose fan-out is traced and counted."""
 
     def __init__(
-        self, *, buffer_size: int, max_subscribers: int, tracer: trace.Tracer, metrics: ServiceMetrics
+        self,
+        *,
+        buffer_size: int,
+        max_subscribers: int,
+        max_per_subscriber: int | None = None,
+        tracer: trace.Tracer,
+        metrics: ServiceMetrics,
     ) -> None:
-        super().__init__(buffer_size=buffer_size, max_subscribers=max_subscribers)
+        super().__init__(
+            buffer_size=buffer_size, max_subscribers=max_subscribers, max_per_subscriber=max_per_subscriber
+        )
         self._tracer = tracer
         self._published = {t: metrics.events_published.labels(t.value) for t in EventType}
         self._users = metrics.users
@@ -72,7 +79,6 @@ class FeedTelemetry:
         self._cutoffs = {
             SubscriberTooSlowError: metrics.subscriber_cutoffs.labels("too_slow"),
             FeedClosedError: metrics.subscriber_cutoffs.labels("shutdown"),
-            SubscriptionExpiredError: metrics.subscriber_cutoffs.labels("credentials_expired"),
         }
 
     def delivered(self, event: UserEvent, sequence: int) -> None:

@@ -109,7 +109,7 @@ class AccessLog:
                 "grpc_type": call.type,
                 "grpc_code": GO_CODE_NAMES[code],
                 "duration_ms": round(duration * 1000, 3),
-                "peer": call.context.peer(),
+                "peer": call.peer,
                 "messages_received": call.received,
                 "messages_sent": call.sent,
                 "enduser_id": caller.subject if caller is not None else None,

@@ -8,6 +8,7 @@ id as an exemplar (visible in the OpenMetrics exposition), linking a bucket to a
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
@@ -15,6 +16,7 @@ from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from user_service.api.interceptors.observation import RpcCall
+from user_service.api.methods import RpcMethod
 from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 
 # From 100 µs to 10 s: a SQLite read answers in well under a millisecond, a stream lasts seconds.
@@ -96,13 +98,12 @@ class GrpcServerMetrics:
         )
         self._series: dict[tuple[str, str, str], _MethodSeries] = {}
 
-    def initialize(self, methods: dict[str, str]) -> None:
-        """Creates every method's series at zero ({"/pkg.Service/Method": grpc_type}),
-        so dashboards and rate() see them before the first call."""
-        for path, kind in methods.items():
-            service, _, method = path.lstrip("/").rpartition("/")
-            series = self._method_series(kind, service, method)
-            self._handled_child(series, (kind, service, method), grpc.StatusCode.OK)
+    def initialize(self, methods: Iterable[RpcMethod]) -> None:
+        """Creates these methods' series at zero, so dashboards and rate() see them before
+        the first call."""
+        for method in methods:
+            key = (method.type, method.service, method.name)
+            self._handled_child(self._method_series(*key), key, grpc.StatusCode.OK)
 
     def started(self, call: RpcCall) -> None:
         self._method_series(call.type, call.service, call.method).started.inc()
@@ -157,7 +158,7 @@ class ServiceMetrics:
         )
         self.subscriber_cutoffs = Counter(
             "user_service_subscriber_cutoffs",
-            "Subscriptions ended by the server: too_slow (buffer overflow), shutdown, credentials_expired.",
+            "Subscriptions ended by the server: too_slow (buffer overflow), shutdown.",
             ("reason",),
             registry=registry,
         )

@@ -61,8 +61,7 @@ class ServerSpans:
     def started(self, call: RpcCall) -> tuple[trace.Span, Token[Context]] | None:
         if call.service in self._untraced:
             return None
-        metadata: tuple[Any, ...] = tuple(call.context.invocation_metadata() or ())
-        parent = propagate.extract(metadata, getter=_GETTER)
+        parent = propagate.extract(call.metadata, getter=_GETTER)
         span = self._tracer.start_span(
             f"/{call.service}/{call.method}",
             context=parent,
@@ -70,7 +69,7 @@ class ServerSpans:
             attributes={"rpc.system": "grpc", "rpc.service": call.service, "rpc.method": call.method},
         )
         if span.is_recording():
-            _add_peer(span, call.context.peer())
+            _add_peer(span, call.peer)
         return span, context.attach(trace.set_span_in_context(span, parent))
 
     def finished(
@@ -90,7 +89,7 @@ class ServerSpans:
             if caller is not None:
                 span.set_attribute("enduser.id", caller.subject)
             if code in _SERVER_ERRORS:
-                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {call.context.details() or ''}"))
+                span.set_status(Status(StatusCode.ERROR, f"{code.name}: {call.details}"))
             if error is not None and not isinstance(error, grpc.aio.AbortError | GeneratorExit):
                 span.record_exception(error)
         span.end()

@@ -3,9 +3,11 @@ and the Prometheus registry, plus the /metrics HTTP endpoint that serves the reg
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
+from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry import trace
@@ -24,13 +26,51 @@ from prometheus_client.exposition import ThreadingWSGIServer
 
 from user_service.telemetry.tracing import build_resource, build_tracer_provider, is_recording
 
+log = logging.getLogger(__name__)
 INSTRUMENTATION_NAME = "user_service"
 FLUSH_TIMEOUT_SECONDS = 3.0
 
 
+# /metrics is for a few scrapers, not the world: it must not let idle or slow clients
+# tie up a thread and a file descriptor each for ever.
+METRICS_MAX_CONNECTIONS = 16
+METRICS_IDLE_TIMEOUT_SECONDS = 10.0
+
+
 class _QuietHandler(WSGIRequestHandler):
+    timeout = METRICS_IDLE_TIMEOUT_SECONDS  # a connection that sends nothing is closed
+
     def log_message(self, format: str, *args: object) -> None:
         """Scrapes are not worth a log line each."""
+
+
+class _BoundedMetricsServer(ThreadingWSGIServer):
+    """Serves at most ``METRICS_MAX_CONNECTIONS`` connections at once, each in its own
+    thread; a connection beyond that is closed at once instead of getting a thread."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(METRICS_MAX_CONNECTIONS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A scraper that timed out or hung up is not worth a traceback on stderr."""
+        log.debug("/metrics request from %s failed", client_address, exc_info=True)
 
 
 @dataclass
@@ -54,7 +94,7 @@ class Telemetry:
         Content negotiation: Prometheus asking for ``application/openmetrics-text`` gets
         OpenMetrics, with exemplars; anything else gets the classic text format.
         """
-        server = make_server(host, port, make_wsgi_app(self.registry), ThreadingWSGIServer, _QuietHandler)
+        server = make_server(host, port, make_wsgi_app(self.registry), _BoundedMetricsServer, _QuietHandler)
         # A short poll interval lets shutdown() return promptly (the default waits 0.5 s).
         thread = threading.Thread(
             target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="metrics-http", daemon=True

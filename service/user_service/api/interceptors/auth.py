@@ -3,12 +3,17 @@
 No or invalid credentials -> UNAUTHENTICATED; valid but without the method's role ->
 PERMISSION_DENIED. The caller reaches handlers, logs and spans through
 ``auth.context.current_principal``.
+
+A token is checked when a call starts, and a stream lives no longer than the token that
+opened it: every streaming RPC ends with UNAUTHENTICATED (and, where the handler keeps
+one, a resume hint) when its token expires — the same instant, leeway included, at which
+a new call with that token would be refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import aclosing
+import asyncio
+import time
 from typing import Any
 
 import grpc
@@ -18,50 +23,50 @@ from user_service.api.interceptors.wrapping import (
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,
-    same_kind,
+    rewrap,
 )
+from user_service.api.methods import RpcMethod
+from user_service.api.resume import with_resume_hint
 from user_service.auth.context import current_principal
 from user_service.auth.roles import Role
 from user_service.auth.tokens import InvalidTokenError, Principal, TokenService
 
-PUBLIC_SERVICES = frozenset(
-    {
-        "auth.v1.AuthService",
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-        "grpc.reflection.v1.ServerReflection",
-    }
-)
+EXPIRED_MID_STREAM = "the access token expired during the stream; log in again"
 
 
 class AuthInterceptor(HandlerWrappingInterceptor):
-    def __init__(self, tokens: TokenService, required_roles: Mapping[str, Role]) -> None:
+    def __init__(self, tokens: TokenService) -> None:
         super().__init__()
         self._tokens = tokens
-        self._required = required_roles
 
-    def wrap(self, handler: Any, method: str) -> Handler:
-        if method.lstrip("/").rpartition("/")[0] in PUBLIC_SERVICES:
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
+        required = method.role
+        if required is None:
             return handler  # type: ignore[no-any-return]
-        required = self._required.get(method, Role.ADMIN)  # a method nobody listed: admins only
         behavior = behavior_of(handler)
         authorize = self._authorize
 
-        if not handler.response_streaming:
+        if not (method.client_streaming or method.server_streaming):
 
-            async def unary_response(request: Any, context: Context) -> Any:
-                await authorize(context, required, method)
+            async def authorized(request: Any, context: Context) -> Any:
+                await authorize(context, required, method.path)
                 return await behavior(request, context)
 
-            return same_kind(handler, unary_response)
+            return rewrap(handler, authorized)
 
-        async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
-            await authorize(context, required, method)
-            async with aclosing(behavior(request, context)) as responses:
-                async for response in responses:
-                    yield response
+        async def authorized_while_valid(request: Any, context: Context) -> Any:
+            principal = await authorize(context, required, method.path)
+            loop = asyncio.get_running_loop()
+            validity = asyncio.timeout_at(loop.time() + principal.valid_until - time.time())
+            try:
+                async with validity:
+                    return await behavior(request, context)
+            except TimeoutError:
+                if not validity.expired():
+                    raise
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, with_resume_hint(EXPIRED_MID_STREAM))
 
-        return same_kind(handler, streaming_response)
+        return rewrap(handler, authorized_while_valid)
 
     async def _authorize(self, context: Context, required: Role, method: str) -> Principal:
         header = _authorization(context)
@@ -89,5 +94,5 @@ class AuthInterceptor(HandlerWrappingInterceptor):
 def _authorization(context: Context) -> str | None:
     for key, value in context.invocation_metadata() or ():
         if key == "authorization":
-            return str(value)
+            return value if isinstance(value, str) else None
     return None

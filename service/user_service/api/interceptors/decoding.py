@@ -10,7 +10,6 @@ requests and for every message of a request stream.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, AsyncIterator, Callable
-from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -21,35 +20,25 @@ from user_service.api.interceptors.wrapping import (
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,
-    same_kind,
+    rewrap,
 )
+from user_service.api.methods import RpcMethod
 
 
 class RequestDecodingInterceptor(HandlerWrappingInterceptor):
-    def wrap(self, handler: Any, method: str) -> Handler:
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
         if handler.request_deserializer is None:
             return handler  # type: ignore[no-any-return]
-        decoder = _Decoder(handler.request_deserializer, method)
+        decoder = _Decoder(handler.request_deserializer, method.path)
         behavior = behavior_of(handler)
 
         async def decoded(raw: Any, context: Context) -> Any:
-            return (
-                decoder.each(raw, context) if handler.request_streaming else await decoder.one(raw, context)
+            request = (
+                decoder.each(raw, context) if method.client_streaming else await decoder.one(raw, context)
             )
+            return await behavior(request, context)
 
-        if not handler.response_streaming:
-
-            async def unary_response(raw: Any, context: Context) -> Any:
-                return await behavior(await decoded(raw, context), context)
-
-            return same_kind(handler, unary_response, raw_requests=True)
-
-        async def streaming_response(raw: Any, context: Context) -> AsyncIterator[Any]:
-            async with aclosing(behavior(await decoded(raw, context), context)) as responses:
-                async for response in responses:
-                    yield response
-
-        return same_kind(handler, streaming_response, raw_requests=True)
+        return rewrap(handler, decoded, raw_requests=True)
 
 
 class _Decoder:

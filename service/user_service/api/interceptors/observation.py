@@ -2,8 +2,11 @@
 
 One wrapper serves every observer (server spans, Prometheus metrics, the access log):
 the subtle part is written once — deciding the final status of each of the four RPC
-kinds, including streams that end by cancellation, deadline or abort — and a call pays
+kinds, including calls that end by cancellation, deadline or abort — and a call pays
 for one wrapper, not one per concern.
+
+Observers get an ``RpcCall`` holding everything read from the context, captured when the
+call starts; they never see the context itself (see ``wrapping.py`` for why).
 """
 
 from __future__ import annotations
@@ -11,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol, cast
 
 import grpc
 
@@ -21,24 +23,32 @@ from user_service.api.interceptors.wrapping import (
     Context,
     Handler,
     HandlerWrappingInterceptor,
+    MessageCount,
     behavior_of,
-    same_kind,
+    rewrap,
+    sent_messages,
 )
-
-GrpcType = Literal["unary", "client_stream", "server_stream", "bidi_stream"]
+from user_service.api.methods import GrpcType, RpcMethod
 
 
 @dataclass(slots=True)
 class RpcCall:
-    """One RPC as observers see it. ``received``/``sent`` count messages."""
+    """One RPC as observers see it, captured at its start. ``received``/``sent`` count
+    messages; ``details`` is the status message, known when the call finishes."""
 
     service: str
     method: str
     type: GrpcType
-    context: Context
+    peer: str
+    metadata: tuple[tuple[str, Any], ...]
     start: float
     received: int = 0
-    sent: int = 0
+    messages: MessageCount | None = None
+    details: str = ""
+
+    @property
+    def sent(self) -> int:
+        return self.messages.sent if self.messages is not None else 0
 
 
 class RpcObserver(Protocol):
@@ -58,23 +68,60 @@ class RpcObservationInterceptor(HandlerWrappingInterceptor):
         super().__init__()
         self._observers = tuple(observers)
 
-    def wrap(self, handler: Any, method: str) -> Handler:
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
         if not self._observers:
             return handler  # type: ignore[no-any-return]
-        return _observed(handler, method, self._observers)
+        observers = self._observers
+        behavior = behavior_of(handler)
+
+        async def observed(request: Any, context: Context) -> Any:
+            call = RpcCall(
+                method.service,
+                method.name,
+                method.type,
+                context.peer(),
+                cast(tuple[tuple[str, Any], ...], context.invocation_metadata() or ()),
+                time.perf_counter(),
+            )
+            # Read now, while the call is certainly alive: used to tell a deadline from a cancel.
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            if method.server_streaming:
+                call.messages = MessageCount()
+                sent_messages.set(call.messages)
+            if method.client_streaming:
+                request = _counted(request, call)
+            else:
+                call.received = 1
+            states = [observer.started(call) for observer in observers]
+            error: BaseException | None = None
+            try:
+                response = await behavior(request, context)
+                if not method.server_streaming:
+                    call.messages = _ONE_SENT
+                return response
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                # Still inside the RPC's task: the status fields are the call's own.
+                code = final_code(context, error, deadline)
+                call.details = context.details() or ""
+                duration = time.perf_counter() - call.start
+                for observer, state in zip(reversed(observers), reversed(states), strict=True):
+                    observer.finished(call, state, code, duration, error)
+
+        return rewrap(handler, observed)
 
 
-def grpc_type(handler: Any) -> GrpcType:
-    if handler.request_streaming:
-        return "bidi_stream" if handler.response_streaming else "client_stream"
-    return "server_stream" if handler.response_streaming else "unary"
+_ONE_SENT = MessageCount()
+_ONE_SENT.sent = 1
 
 
-def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+def final_code(context: Context, error: BaseException | None, deadline: float | None) -> grpc.StatusCode:
     """The status the client receives, as best the server can tell."""
-    if isinstance(error, asyncio.CancelledError | GeneratorExit):  # the caller went away
-        remaining = context.time_remaining()
-        expired = remaining is not None and remaining <= 0
+    if isinstance(error, asyncio.CancelledError):  # the caller went away
+        expired = deadline is not None and time.monotonic() >= deadline
         return grpc.StatusCode.DEADLINE_EXCEEDED if expired else grpc.StatusCode.CANCELLED
     code = context.code()
     if isinstance(code, grpc.StatusCode):
@@ -84,68 +131,16 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
     return grpc.StatusCode.OK
 
 
-class _Observation:
-    """Starts and finishes one RpcCall across all observers."""
-
-    def __init__(self, service: str, method: str, kind: GrpcType, observers: tuple[RpcObserver, ...]) -> None:
-        self._service, self._method, self._kind, self._observers = service, method, kind, observers
-
-    def start(self, request: Any, context: Context, streaming: bool) -> tuple[RpcCall, list[Any], Any]:
-        """The call, each observer's state, and the request (counted as it streams in)."""
-        call = RpcCall(self._service, self._method, self._kind, context, time.perf_counter())
-        states = [observer.started(call) for observer in self._observers]
-        if streaming:
-            return call, states, self.counted(request, call)
-        call.received = 1
-        return call, states, request
-
-    def finish(self, call: RpcCall, states: list[Any], error: BaseException | None) -> None:
-        code = final_code(call.context, error)
-        duration = time.perf_counter() - call.start
-        for observer, state in zip(reversed(self._observers), reversed(states), strict=True):
-            observer.finished(call, state, code, duration, error)
-
-    @staticmethod
-    async def counted(requests: AsyncIterable[Any], call: RpcCall) -> AsyncIterator[Any]:
-        async for request in requests:
-            call.received += 1
-            yield request
+async def _counted(requests: AsyncIterable[Any], call: RpcCall) -> AsyncIterator[Any]:
+    async for request in requests:
+        call.received += 1
+        yield request
+    # The end of a request stream looks the same whether the client half-closed or went
+    # away (grpc reports a cancelled read as EOF). A cancellation is delivered to this task
+    # right behind it: give it that moment, so a cancelled call is observed as CANCELLED
+    # instead of finishing as if the client had half-closed.
+    for _ in range(_CANCELLATION_SETTLE_YIELDS):
+        await asyncio.sleep(0)
 
 
-def _observed(handler: Any, path: str, observers: tuple[RpcObserver, ...]) -> Handler:
-    service, _, method = path.lstrip("/").rpartition("/")
-    observation = _Observation(service, method, grpc_type(handler), observers)
-    behavior = behavior_of(handler)
-
-    if not handler.response_streaming:
-
-        async def unary_response(request: Any, context: Context) -> Any:
-            call, states, request = observation.start(request, context, handler.request_streaming)
-            error: BaseException | None = None
-            try:
-                response = await behavior(request, context)
-                call.sent = 1
-                return response
-            except BaseException as raised:
-                error = raised
-                raise
-            finally:
-                observation.finish(call, states, error)
-
-        return same_kind(handler, unary_response)
-
-    async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        call, states, request = observation.start(request, context, handler.request_streaming)
-        error: BaseException | None = None
-        try:
-            async with aclosing(behavior(request, context)) as responses:
-                async for response in responses:
-                    call.sent += 1
-                    yield response
-        except BaseException as raised:
-            error = raised
-            raise
-        finally:
-            observation.finish(call, states, error)
-
-    return same_kind(handler, streaming_response)
+_CANCELLATION_SETTLE_YIELDS = 3

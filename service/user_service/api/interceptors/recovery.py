@@ -2,14 +2,13 @@
 
 No stack trace, SQL or other internal detail reaches the client; the detail goes to the
 log (with the trace id) and to the active span. Aborts, cancellations and deadlines pass
-through untouched.
+through untouched, and so does anything raised once the call's status is already sent
+(the client went away mid-abort): there is nobody left to answer.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import aclosing
 from typing import Any
 
 import grpc
@@ -21,40 +20,29 @@ from user_service.api.interceptors.wrapping import (
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,
-    same_kind,
+    rewrap,
 )
+from user_service.api.methods import RpcMethod
 
 log = logging.getLogger(__name__)
 INTERNAL_MESSAGE = "internal error; the server logged the details"
 
 
 class RecoveryInterceptor(HandlerWrappingInterceptor):
-    def wrap(self, handler: Any, method: str) -> Handler:
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
         behavior = behavior_of(handler)
 
-        if not handler.response_streaming:
-
-            async def unary_response(request: Any, context: Context) -> Any:
-                try:
-                    return await behavior(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as error:
-                    await _internal(context, method, error)
-
-            return same_kind(handler, unary_response)
-
-        async def streaming_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        async def recovered(request: Any, context: Context) -> Any:
             try:
-                async with aclosing(behavior(request, context)) as responses:
-                    async for response in responses:
-                        yield response
+                return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
             except Exception as error:
-                await _internal(context, method, error)
+                if context.done():
+                    raise
+                await _internal(context, method.path, error)
 
-        return same_kind(handler, streaming_response)
+        return rewrap(handler, recovered)
 
 
 async def _internal(context: Context, method: str, error: Exception) -> None:

@@ -1,19 +1,40 @@
-"""What every handler-wrapping interceptor shares: a cache and a same-kind handler factory.
+"""The one way handlers are wrapped: every layer sees ``await behavior(request, context)``.
 
-grpc.aio asks each interceptor for the method handler on every call; registered handlers
-never change, so each is wrapped once and the wrapper reused.
+grpc.aio runs a streaming-response handler in one of two styles: an async generator whose
+messages grpc writes, or a coroutine that writes them itself (``context.write``). Wrapping
+generators is where this service used to crash: when a client cancels, grpc's task is
+cancelled *while it writes* — outside the generator — and the generator is left suspended
+until the garbage collector finalises it, long after grpc released the call. Its
+``finally`` blocks (observers, subscriptions) then ran against a freed call:
+``context.peer()`` there was a SIGSEGV.
+
+So the innermost adapter turns every generator handler into a coroutine that writes each
+message itself, inside ``aclosing``. Every layer is then an ordinary coroutine around
+``await behavior(request, context)`` — the same code for all four RPC kinds — and its
+``try``/``finally`` runs in the RPC's own task, while the call is alive, whether the RPC
+returns, raises, aborts or is cancelled. Handlers that already write (Health/Watch) pass
+through as they are.
+
+Rule for every layer: read what you need from the context when the call starts; after
+the call has ended (outside the RPC's task) never touch it.
 """
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
+from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
 
+from user_service.api.methods import RPC_TABLE, RpcMethod
+
 Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
+Behavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 
 _FACTORIES = {
     (False, False): grpc.unary_unary_rpc_method_handler,
@@ -23,9 +44,32 @@ _FACTORIES = {
 }
 
 
-class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
+class MessageCount:
+    """Messages a call has sent; the observation layer installs one per call."""
+
+    __slots__ = ("sent",)
+
     def __init__(self) -> None:
-        self._wrapped: dict[int, Handler] = {}
+        self.sent = 0
+
+
+sent_messages: ContextVar[MessageCount | None] = ContextVar("sent_messages", default=None)
+
+
+async def send(context: Context, message: Any) -> None:
+    """Writes one response message of a stream and counts it for the observers."""
+    await context.write(message)
+    count = sent_messages.get()
+    if count is not None:
+        count.sent += 1
+
+
+class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
+    """Wraps each method's handler once (grpc asks for it on every call) and reuses it."""
+
+    def __init__(self) -> None:
+        # Keyed by the handler object itself: an id() could be reused by another handler.
+        self._wrapped: dict[Any, Handler] = {}
 
     async def intercept_service(
         self,
@@ -35,21 +79,29 @@ class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        wrapped = self._wrapped.get(id(handler))
+        wrapped = self._wrapped.get(handler)
         if wrapped is None:
-            wrapped = self._wrapped[id(handler)] = self.wrap(handler, handler_call_details.method)
+            method = RPC_TABLE.get(handler_call_details.method)
+            wrapped = self._wrapped[handler] = handler if method is None else self.wrap(handler, method)
         return wrapped
 
     @abstractmethod
-    def wrap(self, handler: Any, method: str) -> Handler:
-        """``handler`` is Any: types-grpcio types method handlers for the sync server only."""
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
+        """``handler`` is Any: types-grpcio types method handlers for the sync server only.
+        Return ``handler`` itself when there is nothing to add; otherwise use ``rewrap``."""
 
 
-def behavior_of(handler: Any) -> Any:
-    return handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+def behavior_of(handler: Any) -> Behavior:
+    """The handler's function as a coroutine ``(request, context) -> response | None``."""
+    function = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+    if inspect.isasyncgenfunction(function):
+        return _writing(function)
+    if not inspect.iscoroutinefunction(function):
+        raise TypeError(f"{function!r} is not an async handler: this server runs grpc.aio handlers only")
+    return function  # type: ignore[no-any-return]
 
 
-def same_kind(handler: Any, behavior: Any, *, raw_requests: bool = False) -> Handler:
+def rewrap(handler: Any, behavior: Behavior, *, raw_requests: bool = False) -> Handler:
     """A handler of ``handler``'s kind running ``behavior``; ``raw_requests`` hands it bytes."""
     factory = _FACTORIES[(handler.request_streaming, handler.response_streaming)]
     deserializer = None if raw_requests else handler.request_deserializer
@@ -57,3 +109,13 @@ def same_kind(handler: Any, behavior: Any, *, raw_requests: bool = False) -> Han
         behavior, request_deserializer=deserializer, response_serializer=handler.response_serializer
     )
     return wrapped
+
+
+def _writing(generator_function: Callable[[Any, Context], AsyncGenerator[Any, None]]) -> Behavior:
+    async def write_each(request: Any, context: Context) -> None:
+        # aclosing: on cancellation the generator's finally blocks run now, in this task.
+        async with aclosing(generator_function(request, context)) as responses:
+            async for response in responses:
+                await send(context, response)
+
+    return write_each
