@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,7 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from scripts.otlp_receiver import OtlpReceiver
 from user_service.config import ServerSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import SERVICE_NAME, RunningServer, start_server
@@ -23,6 +24,13 @@ if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
 
 StartServer = Callable[..., Awaitable[RunningServer]]
+
+
+@pytest.fixture(scope="session")
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """A real OTLP/gRPC receiver that server processes export their spans to."""
+    with OtlpReceiver() as receiver:
+        yield receiver
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import require_tool
-from tests.process.conftest import ServerProcess
+from tests.support.processes import ServerProcess
 
 PROTO_DIR = Path(__file__).resolve().parents[2] / "proto"
 RPCS = [

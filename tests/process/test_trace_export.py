@@ -7,7 +7,8 @@ import time
 import pytest
 
 from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.process.conftest import ServerProcess, cli
+from tests.process.conftest import cli
+from tests.support.processes import ServerProcess
 
 
 def _trace_of(

@@ -60,6 +60,7 @@ class SqliteUserStore:
 
     def __init__(self, path: Path, *, readers: int = 4) -> None:
         self._path = path
+        self._reader_count = readers
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
@@ -71,7 +72,17 @@ class SqliteUserStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         store = cls(path, readers=readers)
         await store._write(_create_schema)
+        await store._open_readers()
         return store
+
+    async def _open_readers(self) -> None:
+        """Starts every reader thread with its connection now, not on first demand: the
+        server holds the same threads and files from its first call to its last (a leak
+        is then visible as growth), and a database that cannot be read fails the start."""
+        started = threading.Barrier(self._reader_count, timeout=10)
+        await asyncio.gather(
+            *(self._read(lambda _connection: started.wait()) for _ in range(self._reader_count))
+        )
 
     async def close(self) -> None:
         loop = asyncio.get_running_loop()

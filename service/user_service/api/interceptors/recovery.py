@@ -8,6 +8,7 @@ through untouched, and so does anything raised once the call's status is already
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -37,6 +38,8 @@ class RecoveryInterceptor(HandlerWrappingInterceptor):
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
+            except grpc.aio.InternalError as gone:
+                raise asyncio.CancelledError(f"the call ended under {method.path}") from gone
             except Exception as error:
                 if context.done():
                     raise
