@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
@@ -66,10 +66,12 @@ class HostileServer:
     def metadata(self, role: str = "admin") -> tuple[tuple[str, str]]:
         return (("authorization", f"Bearer {self.tokens[role]}"),)
 
-    def channel(self) -> grpc.aio.Channel:
+    def channel(self, *options: tuple[str, Any]) -> grpc.aio.Channel:
         """A channel with its own connection: closing it closes that connection on the
         server too (channels to one target otherwise share one)."""
-        return grpc.aio.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        return grpc.aio.insecure_channel(
+            self.target, options=[("grpc.use_local_subchannel_pool", 1), *options]
+        )
 
     @asynccontextmanager
     async def attack(self, behaviour: str, iterations: int) -> AsyncIterator[None]:
