@@ -21,7 +21,7 @@ from user_service.api.methods import AUTH_SERVICE, RPC_TABLE, USER_SERVICE, Budg
 from user_service.api.servicer import UserServicer
 from user_service.auth.credentials import ClientRegistry
 from user_service.auth.jwks import JwksKeys
-from user_service.auth.throttle import LoginThrottle
+from user_service.auth.throttle import LoginThrottle, return_large_buffers_to_the_os
 from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
@@ -103,6 +103,7 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
     services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
     if tokens is not None and tokens.can_issue and clients is not None:
+        return_large_buffers_to_the_os()
         login = AuthServicer(clients, tokens, LoginThrottle(max_concurrent=settings.max_concurrent_logins))
         auth_pb2_grpc.add_AuthServiceServicer_to_server(login, server)
         services.append(AUTH_SERVICE.full_name)

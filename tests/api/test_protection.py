@@ -6,12 +6,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
 from tests.conftest import StartServer, create_user, drain, eventually
 from user_service.api.interceptors.recovery import INTERNAL_MESSAGE
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.server import PortInUseError
 from user_service.store.sqlite import SqliteUserStore
 
 if TYPE_CHECKING:
@@ -60,6 +63,38 @@ async def test_an_oversized_message_is_resource_exhausted(start: StartServer) ->
             await create_user(stub, "x" * 100_000, "big@example.com")
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         await create_user(stub, "Small", "small@example.com")  # the server is fine
+
+
+async def test_calls_without_a_token_have_their_own_budget_and_health_always_answers(
+    start: StartServer,
+) -> None:
+    """Idle anonymous reflection streams fill the public budget, not the service's, and
+    health checks are never refused."""
+    server = await start(max_public_rpcs=3, max_concurrent_rpcs=1)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        held = [reflection.ServerReflectionInfo() for _ in range(3)]
+        for stream in held:
+            await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            await stream.read()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await reflection.ServerReflectionInfo().read()
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "3 concurrent public calls" in (refused.value.details() or "")
+        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        stub = user_pb2_grpc.UserServiceStub(channel)
+        assert (await stub.ListUsers(user_pb2.ListUsersRequest())).users == []
+        for stream in held:
+            stream.cancel()
+
+
+async def test_a_second_server_on_a_taken_port_fails_to_start(start: StartServer) -> None:
+    """No SO_REUSEPORT: a second instance (on another database, say) must not silently
+    share the port and split the traffic."""
+    first = await start()
+    with pytest.raises(PortInUseError, match="cannot listen"):
+        await start(port=first.port)
 
 
 async def test_calls_beyond_the_concurrency_limit_are_resource_exhausted(start: StartServer) -> None:

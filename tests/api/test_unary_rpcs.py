@@ -161,6 +161,21 @@ class TestUpdateUser:
         assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert set(_violations(error)) == bad_fields
 
+    @pytest.mark.parametrize("paths", [["x" * 5000], [f"bogus_{n}" for n in range(2000)]])
+    async def test_huge_unknown_mask_paths_are_invalid_argument_with_a_bounded_echo(
+        self, stub: Stub, paths: list[str]
+    ) -> None:
+        """The message echoes unknown paths: unbounded, it overflowed the trailers and the
+        client saw RESOURCE_EXHAUSTED instead of the mistake it made."""
+        user = await create_user(stub)
+        request = user_pb2.UpdateUserRequest(
+            user=user_pb2.User(id=user.id, name="X"), update_mask=FieldMask(paths=paths)
+        )
+        error = await _status(stub.UpdateUser(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "update_mask" in _violations(error)
+        assert len(error.details() or "") <= 1000
+
 
 class TestDeleteUser:
     async def test_deleted_user_is_gone(self, stub: Stub) -> None:

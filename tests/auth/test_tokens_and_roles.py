@@ -151,6 +151,17 @@ class TestAttackMatrix:
         token = jwt.encode(_claims(), b"another-secret-of-at-least-32-bytes!!", "HS256")
         assert await _code(users, bearer(token)) == UNAUTHENTICATED
 
+    @pytest.mark.parametrize("roles", [None, 5, "admin", {"admin": False}, ["admin", 1], ["root"]])
+    async def test_a_malformed_roles_claim_is_unauthenticated(
+        self, users: UserServiceAsyncStub, credentials: DevCredentials, roles: Any
+    ) -> None:
+        """A validly signed token (an identity provider's, say) is still checked claim by
+        claim: ``{"admin": false}`` once granted admin, ``null`` and ``5`` were INTERNAL."""
+        claims = _claims()
+        claims["roles"] = roles
+        token = jwt.encode(claims, credentials.jwt_secret_file.read_text().strip().encode(), "HS256")
+        assert await _code(users, bearer(token)) == UNAUTHENTICATED
+
     async def test_reader_calling_delete_is_permission_denied(
         self, users: UserServiceAsyncStub, login: Login
     ) -> None:

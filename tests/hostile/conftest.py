@@ -16,7 +16,9 @@ of each attack are printed at the end of the run.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -72,6 +74,14 @@ class HostileServer:
         return grpc.aio.insecure_channel(
             self.target, options=[("grpc.use_local_subchannel_pool", 1), *options]
         )
+
+    def metric(self, sample: str) -> float:
+        """A sample's value from the server's /metrics (0 when the series does not exist yet),
+        e.g. ``user_service_subscribers`` or ``name{label="value"}`` as exposed."""
+        with urllib.request.urlopen(self.process.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
 
     @asynccontextmanager
     async def attack(self, behaviour: str, iterations: int) -> AsyncIterator[None]:

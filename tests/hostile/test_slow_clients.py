@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 import uuid
 from typing import Any
 
@@ -20,23 +19,16 @@ HOLDERS = 100
 MAX_EVENTS_TO_CUT_OFF = 3_000
 
 
-def _metric(hostile: HostileServer, name: str) -> float:
-    """A sample's value from the server's /metrics (0 when the series does not exist yet)."""
-    with urllib.request.urlopen(hostile.process.metrics_url, timeout=5) as response:
-        text = response.read().decode()
-    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+def _filler() -> user_pb2.CreateUserRequest:
+    """A user with the longest name allowed: big events fill a stream window sooner."""
+    email = f"{uuid.uuid4().hex}@example.com"
+    return user_pb2.CreateUserRequest(user=user_pb2.User(name="F" * 100, email=email))
 
 
 async def _create_events(hostile: HostileServer, count: int) -> None:
     async with hostile.channel() as channel:
         users = user_pb2_grpc.UserServiceStub(channel)
-        requests = (
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(name="Filler", email=f"{uuid.uuid4().hex}@example.com")
-            )
-            for _ in range(count)
-        )
+        requests = (_filler() for _ in range(count))
         await users.BatchCreateUsers(requests, metadata=hostile.metadata(), timeout=120)
 
 
@@ -57,8 +49,8 @@ async def test_live_subscribers_that_stop_reading_are_cut_off_with_a_resume_poin
     """
     cutoffs = 'user_service_subscriber_cutoffs_total{reason="too_slow"}'
     async with hostile.attack(f"{NON_READERS} live subscribers that never read", NON_READERS):
-        cut_before = _metric(hostile, cutoffs)
-        subscribers_before = _metric(hostile, "user_service_subscribers")
+        cut_before = hostile.metric(cutoffs)
+        subscribers_before = hostile.metric("user_service_subscribers")
         async with hostile.channel(("grpc.http2.bdp_probe", 0)) as channel:
             users = user_pb2_grpc.UserServiceStub(channel)
             calls = [
@@ -68,15 +60,15 @@ async def test_live_subscribers_that_stop_reading_are_cut_off_with_a_resume_poin
                 for _ in range(NON_READERS // 2)
             ]
             for _ in range(200):
-                if _metric(hostile, "user_service_subscribers") >= subscribers_before + NON_READERS:
+                if hostile.metric("user_service_subscribers") >= subscribers_before + NON_READERS:
                     break
                 await asyncio.sleep(0.05)
             written = 0
-            while _metric(hostile, cutoffs) < cut_before + NON_READERS:
+            while hostile.metric(cutoffs) < cut_before + NON_READERS:
                 assert written < MAX_EVENTS_TO_CUT_OFF, f"not all cut off after {written} events"
                 await _create_events(hostile, 250)
                 written += 250
-            assert _metric(hostile, "user_service_subscribers") == subscribers_before
+            assert hostile.metric("user_service_subscribers") == subscribers_before
             delivered: list[int] = []
             with pytest.raises(grpc.aio.AioRpcError) as ended:
                 await _read_all(calls[0], delivered)

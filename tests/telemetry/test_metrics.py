@@ -192,3 +192,38 @@ async def test_label_values_never_carry_ids_or_user_data(server: RunningServer, 
     label_values = {value for _, labels in _samples(await scrape(server.metrics_port)) for _, value in labels}
     for marker in ("ada@example.com", "Ada", "grace@example.com", "404"):
         assert marker not in label_values, marker
+
+
+@pytest.mark.parametrize("when", ["before any message", "mid-stream"])
+async def test_cancelled_client_streams_are_counted_as_canceled(
+    server: RunningServer, stub: Stub, when: str
+) -> None:
+    """grpc reports a cancelled read like the end of the request stream; the call must still
+    be recorded as Canceled, not as an OK that answered nobody."""
+    rounds = 20
+    user = await create_user(stub)
+    for n in range(rounds):
+        lookup = stub.LookupUsers()
+        batch = stub.BatchCreateUsers()
+        await asyncio.gather(lookup.wait_for_connection(), batch.wait_for_connection())
+        if when == "mid-stream":
+            await lookup.write(user_pb2.GetUserRequest(id=user.id))
+            await lookup.read()
+            await batch.write(
+                user_pb2.CreateUserRequest(user=user_pb2.User(name="B", email=f"b{n}@example.com"))
+            )
+        lookup.cancel()
+        batch.cancel()
+
+    def handled(kind: str, method: str, code: str) -> float | None:
+        labels = {"grpc_type": kind, "grpc_service": SERVICE, "grpc_method": method, "grpc_code": code}
+        return server.telemetry.registry.get_sample_value("grpc_server_handled_total", labels)
+
+    def settled() -> bool:
+        lookups = sum(handled("bidi_stream", "LookupUsers", code) or 0 for code in ("OK", "Canceled"))
+        batches = sum(handled("client_stream", "BatchCreateUsers", code) or 0 for code in ("OK", "Canceled"))
+        return lookups == batches == rounds
+
+    await eventually(settled)
+    assert handled("bidi_stream", "LookupUsers", "Canceled") == rounds
+    assert handled("client_stream", "BatchCreateUsers", "Canceled") == rounds

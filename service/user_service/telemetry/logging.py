@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import time
+from collections.abc import Callable
 from logging.handlers import QueueHandler, QueueListener
 from typing import Literal, TextIO
 
@@ -18,6 +20,7 @@ from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 
 LogFormat = Literal["json", "text"]
 ACCESS_LOGGER = "user_service.access"
+GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
 _HEALTH_SERVICE = "grpc.health.v1.Health"
 
 
@@ -29,6 +32,38 @@ class TraceContextFilter(logging.Filter):
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")
             record.span_id = format(context.span_id, "016x")
+        return True
+
+
+class ClientGarbageFilter(logging.Filter):
+    """Keeps grpc's complaint about undecodable header bytes from flooding the log.
+
+    grpc logs every header value that is not UTF-8 at ERROR, with a traceback, before any
+    of this service's code runs — so any client can write a traceback per request. It is
+    a client mistake (the call goes on, the value decoded as Latin-1), so it becomes one
+    WARNING line without traceback per ``interval`` seconds, saying how many were folded.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval, self._clock = interval, clock
+        self._next_at = 0.0
+        self._folded = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("Invalid encoding on"):
+            return True
+        now = self._clock()
+        if now < self._next_at:
+            self._folded += 1
+            return False
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.msg, record.args = (
+            "a client sent header bytes that are not UTF-8 (%d more since the last such line)",
+            (self._folded,),
+        )
+        record.exc_info = record.exc_text = None
+        self._next_at, self._folded = now + self._interval, 0
         return True
 
 
@@ -69,6 +104,7 @@ def configure_logging(
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     to_writer = BoundedQueueHandler(capacity)
     to_writer.addFilter(TraceContextFilter())
+    logging.getLogger(GRPC_CORE_LOGGER).addFilter(ClientGarbageFilter())
     root = logging.getLogger()
     root.handlers = [to_writer]
     root.setLevel(level.upper())

@@ -34,7 +34,7 @@ FLUSH_TIMEOUT_SECONDS = 3.0
 # /metrics is for a few scrapers, not the world: it must not let idle or slow clients
 # tie up a thread and a file descriptor each for ever.
 METRICS_MAX_CONNECTIONS = 16
-METRICS_IDLE_TIMEOUT_SECONDS = 10.0
+METRICS_IDLE_TIMEOUT_SECONDS = 5.0
 
 
 class _QuietHandler(WSGIRequestHandler):
@@ -47,6 +47,8 @@ class _QuietHandler(WSGIRequestHandler):
 class _BoundedMetricsServer(ThreadingWSGIServer):
     """Serves at most ``METRICS_MAX_CONNECTIONS`` connections at once, each in its own
     thread; a connection beyond that is closed at once instead of getting a thread."""
+
+    request_queue_size = 128  # the listen backlog: refused connections are closed, not left in SYN limbo
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
