@@ -83,6 +83,13 @@ class HostileServer:
         match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
+    def started(self, method: str) -> float:
+        """How many calls of ``method`` (e.g. ``LookupUsers``) the server has seen start."""
+        with urllib.request.urlopen(self.process.metrics_url, timeout=5) as response:
+            text = response.read().decode()
+        pattern = rf'^grpc_server_started_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
+        return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
     @asynccontextmanager
     async def attack(self, behaviour: str, iterations: int) -> AsyncIterator[None]:
         """Runs the body as an attack and proves the server shrugged it off."""

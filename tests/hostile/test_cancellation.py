@@ -2,12 +2,18 @@
 
 The first of these crashed the server (SIGSEGV): cancel ``SubscribeUsers`` after one
 replayed event and the access log read the freed call in a ``finally`` that ran later.
+
+A cancellation the server never saw tests nothing, so each attempt reaches its phase on
+the server before it cancels: by a message the server sent, by the response headers of a
+registered subscription, or by ``Arrival`` — waiting until the server's own
+``grpc_server_started_total`` shows the whole batch of calls started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -24,18 +30,51 @@ if TYPE_CHECKING:
 
 ITERATIONS = 200
 CONCURRENCY = 20
-Attempt = Callable[["UserServiceAsyncStub", int], Awaitable[None]]
 
 
-async def _repeat(hostile: HostileServer, attempt: Attempt, iterations: int = ITERATIONS) -> None:
-    """``iterations`` attempts, ``CONCURRENCY`` at a time, on one connection. An attempt
-    may end in any status: the server's survival is what is under test."""
+class Arrival:
+    """Waits until the server has started every call of the current batch."""
+
+    def __init__(self, hostile: HostileServer, method: str) -> None:
+        self._hostile, self._method = hostile, method
+        self._expected = 0.0
+        self._lock = asyncio.Lock()
+        self.seen_before = hostile.started(method)
+
+    def expect(self, calls: int) -> None:
+        self._expected += calls
+
+    async def all_started(self, within: float = 10.0) -> None:
+        async with self._lock:  # one poller for the whole batch
+            give_up = time.monotonic() + within
+            while await asyncio.to_thread(self.seen) < self._expected:
+                assert time.monotonic() < give_up, f"{self._method} calls never reached the server"
+                await asyncio.sleep(0.005)
+
+    def seen(self) -> float:
+        return self._hostile.started(self._method) - self.seen_before
+
+
+Attempt = Callable[["UserServiceAsyncStub", int, Arrival], Awaitable[None]]
+
+
+async def _repeat(hostile: HostileServer, method: str, attempt: Attempt, *, must_reach: float = 1.0) -> None:
+    """``ITERATIONS`` attempts, ``CONCURRENCY`` at a time, on one connection. An attempt
+    may end in any status: the server's survival is what is under test. ``must_reach``:
+    the share of attempts that must have reached the server — all of them, except where
+    an attempt races the call itself (a deadline, a cancel timed against a short call)."""
+    arrival = Arrival(hostile, method)
     async with hostile.channel() as channel:
+        await channel.channel_ready()  # connected: a call's first bytes leave at once
         users = user_pb2_grpc.UserServiceStub(channel)
-        for first in range(0, iterations, CONCURRENCY):
+        for first in range(0, ITERATIONS, CONCURRENCY):
+            arrival.expect(CONCURRENCY)
             await asyncio.gather(
-                *(_tolerant(attempt(users, n)) for n in range(first, min(first + CONCURRENCY, iterations)))
+                *(_tolerant(attempt(users, n, arrival)) for n in range(first, first + CONCURRENCY))
             )
+    reached = await asyncio.to_thread(arrival.seen)
+    message = f"only {reached:.0f} of {ITERATIONS} {method} calls reached the server"
+    assert reached >= ITERATIONS * must_reach, message
 
 
 async def _tolerant(attempt: Awaitable[None]) -> None:
@@ -66,11 +105,9 @@ async def _writes_flowing(hostile: HostileServer) -> AsyncIterator[None]:
 
 
 def _subscribe(users: UserServiceAsyncStub, hostile: HostileServer, since: int | None, **kwargs: Any) -> Any:
-    request = (
-        user_pb2.SubscribeUsersRequest()
-        if since is None
-        else user_pb2.SubscribeUsersRequest(since_event_id=since)
-    )
+    request = user_pb2.SubscribeUsersRequest()
+    if since is not None:
+        request.since_event_id = since
     return users.SubscribeUsers(request, metadata=hostile.metadata("reader"), **kwargs)
 
 
@@ -87,12 +124,8 @@ def _new_user() -> user_pb2.CreateUserRequest:
     "phase", ["before the first message", "mid-replay", "during the live tail", "while idle"]
 )
 async def test_subscribers_cancelling_at_every_phase(hostile: HostileServer, phase: str) -> None:
-    async def attempt(users: UserServiceAsyncStub, n: int) -> None:
-        if phase == "before the first message":
-            call = _subscribe(users, hostile, 0)
-            await call.wait_for_connection()
-            await asyncio.sleep(random.uniform(0, 0.001))
-        elif phase == "mid-replay":
+    async def attempt(users: UserServiceAsyncStub, n: int, arrival: Arrival) -> None:
+        if phase == "mid-replay":
             call = _subscribe(users, hostile, 0)
             for _ in range(1 + n % 5):
                 await call.read()
@@ -100,24 +133,28 @@ async def test_subscribers_cancelling_at_every_phase(hostile: HostileServer, pha
             call = _subscribe(users, hostile, None)
             await call.read()
         else:
-            call = _subscribe(users, hostile, None)
-            await asyncio.sleep(random.uniform(0, 0.02))
+            call = _subscribe(users, hostile, 0 if phase == "before the first message" else None)
+            await call.initial_metadata()  # registered; replay has not sent anything yet
+            if phase == "while idle":
+                await asyncio.sleep(random.uniform(0, 0.02))
         call.cancel()
 
     async with hostile.attack(f"SubscribeUsers cancelled {phase}", ITERATIONS), _writes_flowing(hostile):
-        await _repeat(hostile, attempt)
+        await _repeat(hostile, "SubscribeUsers", attempt)
 
 
 @pytest.mark.parametrize("phase", ["mid-replay", "while idle live", "mid-bidi", "mid client-stream"])
 async def test_deadlines_expiring_at_every_phase(hostile: HostileServer, phase: str) -> None:
-    async def attempt(users: UserServiceAsyncStub, n: int) -> None:
-        timeout = random.uniform(0.001, 0.05)
+    async def attempt(users: UserServiceAsyncStub, n: int, arrival: Arrival) -> None:
+        timeout = random.uniform(0.05, 0.15)
         if phase == "mid-replay":
-            async for _ in _subscribe(users, hostile, 0, timeout=timeout):
-                pass
+            call = _subscribe(users, hostile, 0, timeout=timeout)
+            while True:
+                await call.read()
         elif phase == "while idle live":
-            async for _ in _subscribe(users, hostile, None, timeout=timeout):
-                pass
+            call = _subscribe(users, hostile, None, timeout=timeout)
+            await call.initial_metadata()
+            await call.read()
         elif phase == "mid-bidi":
             lookups = users.LookupUsers(metadata=hostile.metadata("reader"), timeout=timeout)
             for user_id in hostile.seeded_ids[: 1 + n % 3]:
@@ -127,63 +164,69 @@ async def test_deadlines_expiring_at_every_phase(hostile: HostileServer, phase: 
         else:
             batch = users.BatchCreateUsers(metadata=hostile.metadata("writer"), timeout=timeout)
             await batch.write(_new_user())
+            await arrival.all_started()
             await batch  # never half-closes either
 
+    method = {"mid-bidi": "LookupUsers", "mid client-stream": "BatchCreateUsers"}.get(phase, "SubscribeUsers")
     async with hostile.attack(f"deadline expiring {phase}", ITERATIONS):
-        await _repeat(hostile, attempt)
+        # A replay's deadline can expire while the busy server still queues the call.
+        await _repeat(hostile, method, attempt, must_reach=0.9 if phase == "mid-replay" else 1.0)
 
 
 @pytest.mark.parametrize(
     "phase", ["before the first message", "after 1-3 answers", "after half-close", "with a bad id next"]
 )
 async def test_lookups_cancelling_at_every_phase(hostile: HostileServer, phase: str) -> None:
-    async def attempt(users: UserServiceAsyncStub, n: int) -> None:
+    async def attempt(users: UserServiceAsyncStub, n: int, arrival: Arrival) -> None:
         call = users.LookupUsers(metadata=hostile.metadata("reader"))
-        await call.wait_for_connection()
         if phase == "after 1-3 answers":
             for user_id in hostile.seeded_ids[: 1 + n % 3]:
                 await call.write(_get(user_id))
                 await call.read()
-        elif phase == "after half-close":
-            await call.write(_get(hostile.seeded_ids[n % len(hostile.seeded_ids)]))
-            await call.done_writing()
-        elif phase == "with a bad id next":
-            await call.write(_get(hostile.seeded_ids[0]))
-            await call.write(_get(-1))
+        else:
+            if phase == "after half-close":
+                await call.write(_get(hostile.seeded_ids[n % len(hostile.seeded_ids)]))
+                await call.done_writing()
+            elif phase == "with a bad id next":
+                await call.write(_get(hostile.seeded_ids[0]))
+                await call.write(_get(-1))
+            await arrival.all_started()
         call.cancel()
 
     async with hostile.attack(f"LookupUsers cancelled {phase}", ITERATIONS):
-        await _repeat(hostile, attempt)
+        await _repeat(hostile, "LookupUsers", attempt)
 
 
 @pytest.mark.parametrize("phase", ["mid client-stream", "after half-close"])
 async def test_batch_creates_cancelling_at_every_phase(hostile: HostileServer, phase: str) -> None:
-    async def attempt(users: UserServiceAsyncStub, n: int) -> None:
+    async def attempt(users: UserServiceAsyncStub, n: int, arrival: Arrival) -> None:
         call = users.BatchCreateUsers(metadata=hostile.metadata("writer"))
         for _ in range(1 + n % 3):
             await call.write(_new_user())
         if phase == "after half-close":
             await call.done_writing()
+        await arrival.all_started()
         call.cancel()
 
     async with hostile.attack(f"BatchCreateUsers cancelled {phase}", ITERATIONS):
-        await _repeat(hostile, attempt)
+        await _repeat(hostile, "BatchCreateUsers", attempt)
 
 
 @pytest.mark.parametrize("method", ["GetUser", "ListUsers", "CreateUser"])
 async def test_unary_calls_cancelled_in_flight(hostile: HostileServer, method: str) -> None:
-    async def attempt(users: UserServiceAsyncStub, n: int) -> None:
+    async def attempt(users: UserServiceAsyncStub, n: int, arrival: Arrival) -> None:
         metadata = hostile.metadata()
         if method == "GetUser":
-            call: Any = users.GetUser(
-                _get(hostile.seeded_ids[n % len(hostile.seeded_ids)]), metadata=metadata
-            )
+            user_id = hostile.seeded_ids[n % len(hostile.seeded_ids)]
+            call: Any = users.GetUser(_get(user_id), metadata=metadata)
         elif method == "ListUsers":
-            call = users.ListUsers(user_pb2.ListUsersRequest(page_size=100), metadata=metadata)
+            call = users.ListUsers(user_pb2.ListUsersRequest(page_size=1000), metadata=metadata)
         else:
             call = users.CreateUser(_new_user(), metadata=metadata)
-        await asyncio.sleep(random.uniform(0, 0.005))
+        # 20 calls at once reach the handler within ~3-40 ms here: some are cancelled
+        # before, some while, some after the server runs them.
+        await asyncio.sleep(random.uniform(0, 0.04))
         call.cancel()
 
     async with hostile.attack(f"{method} cancelled in flight", ITERATIONS):
-        await _repeat(hostile, attempt)
+        await _repeat(hostile, method, attempt, must_reach=0.25)

@@ -107,3 +107,34 @@ async def test_subscribers_are_ended_with_unavailable_and_a_resume_point(
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "since_event_id=1" in (caught.value.details() or "")
     assert server_process.wait() == 0
+
+
+async def test_shutdown_with_writes_blocked_on_clients_that_stopped_reading(database_url: str) -> None:
+    """SIGTERM while every stream kind is blocked on its client (full HTTP/2 windows, no
+    half-close) once killed the server after the grace period with no `stopped` line."""
+    server = ServerProcess(database_url, "--grace-period", "1").start()
+    try:
+        no_bdp = [("grpc.use_local_subchannel_pool", 1), ("grpc.http2.bdp_probe", 0)]
+        async with grpc.aio.insecure_channel(server.target, options=no_bdp) as channel:
+            stub = user_pb2_grpc.UserServiceStub(channel)
+            await stub.BatchCreateUsers(_create(f"user{n}") for n in range(600))
+            replaying = [
+                stub.SubscribeUsers(user_pb2.SubscribeUsersRequest(since_event_id=0)) for _ in range(20)
+            ]
+            lookups = stub.LookupUsers()
+            for user_id in (1, 2, 3):
+                await lookups.write(user_pb2.GetUserRequest(id=user_id))
+            held_batch = stub.BatchCreateUsers()
+            await held_batch.write(_create("held"))
+            await asyncio.sleep(1.0)  # replays fill their windows; nothing is read
+            started = time.monotonic()
+            server.signal(signal.SIGTERM)
+            assert await asyncio.to_thread(server.wait, 15) == 0
+            assert time.monotonic() - started < 6, "grace (1 s) plus a bounded close"
+            for call in replaying:
+                call.cancel()
+        log = server.log()
+        assert '"message": "stopped"' in log
+        assert "Traceback" not in log
+    finally:
+        server.stop()

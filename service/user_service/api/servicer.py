@@ -133,7 +133,14 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
                 behind_at.append(position)
                 delivery.reschedule(loop.time())
 
-            feed = self._feed.events(since, subscriber=_caller(context), on_behind=cut_off)
+            feed = self._feed.events(
+                since,
+                subscriber=_caller(context),
+                on_behind=cut_off,
+                # Response headers as soon as the subscription is registered: a client that
+                # awaits them knows every write from then on will reach it.
+                on_subscribed=lambda: context.send_initial_metadata(()),
+            )
             if since is not None:
                 resume_hint.set(f"since_event_id={since}")
             delivered = 0

@@ -15,7 +15,7 @@ Correctness argument (no gap, no duplicate, ascending event_id):
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError
 from user_service.domain.events import EventBroker, Subscription
@@ -40,17 +40,22 @@ class ChangeFeed:
         *,
         subscriber: str = "",
         on_behind: Callable[[int], None] | None = None,
+        on_subscribed: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncGenerator[UserEvent, None]:
         """Events after ``since_event_id`` then live ones; ``None`` means live only.
 
         ``subscriber`` names who asks (for the per-caller subscription limit).
         ``on_behind`` is called from the publishing side, with the id of the last event
         handed out, the moment this subscriber, once live, falls a whole buffer behind;
-        the next read then raises ``SubscriberTooSlowError``. Close the iterator (``contextlib.aclosing``) to
-        release its subscription at once.
+        the next read then raises ``SubscriberTooSlowError``. ``on_subscribed`` is awaited
+        once the subscription is registered: from then on, every committed event reaches
+        this subscriber. Close the iterator (``contextlib.aclosing``) to release its
+        subscription at once.
         """
         subscription = self._broker.subscribe(subscriber)
         try:
+            if on_subscribed is not None:
+                await on_subscribed()
             if since_event_id is None:
                 last = await self._store.last_event_id()
             else:
