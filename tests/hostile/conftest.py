@@ -16,9 +16,7 @@ of each attack are printed at the end of the run.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -76,28 +74,21 @@ class HostileServer:
         )
 
     def metric(self, sample: str) -> float:
-        """A sample's value from the server's /metrics (0 when the series does not exist yet),
-        e.g. ``user_service_subscribers`` or ``name{label="value"}`` as exposed."""
-        with urllib.request.urlopen(self.process.metrics_url, timeout=5) as response:
-            text = response.read().decode()
-        match = re.search(rf"^{re.escape(sample)} (\S+)$", text, re.MULTILINE)
-        return float(match.group(1)) if match else 0.0
+        return self.process.metric(sample)
 
     def started(self, method: str) -> float:
-        """How many calls of ``method`` (e.g. ``LookupUsers``) the server has seen start."""
-        with urllib.request.urlopen(self.process.metrics_url, timeout=5) as response:
-            text = response.read().decode()
-        pattern = rf'^grpc_server_started_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
-        return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+        return self.process.started(method)
 
     @asynccontextmanager
-    async def attack(self, behaviour: str, iterations: int) -> AsyncIterator[None]:
-        """Runs the body as an attack and proves the server shrugged it off."""
+    async def attack(self, behaviour: str, iterations: int) -> AsyncIterator[list[str]]:
+        """Runs the body as an attack and proves the server shrugged it off. The body may
+        add notes (figures of its own) to the list it gets; they are printed with the rest."""
         await self.assert_healthy()
         log_start = len(self.process.log())
         before = await self._settled()
         started = time.monotonic()
-        yield
+        notes: list[str] = []
+        yield notes
         elapsed = time.monotonic() - started
         await self.assert_healthy()
         after = await self._settled(until=before)
@@ -105,6 +96,7 @@ class HostileServer:
             f"{self.configuration:<20} {behaviour:<58} {iterations:>6} {elapsed:>6.1f}s"
             f"  {before.rss_bytes / 2**20:>6.1f} -> {after.rss_bytes / 2**20:>6.1f} MiB"
             f"  fds {before.fds:>3} -> {after.fds:>3}  threads {before.threads:>2} -> {after.threads:>2}"
+            + "".join(f"  {note}" for note in notes)
         )
         assert after.rss_bytes - before.rss_bytes <= RSS_GROWTH_LIMIT, f"{behaviour}: {before} -> {after}"
         assert after.fds - before.fds <= FD_GROWTH_LIMIT, f"{behaviour}: {before} -> {after}"

@@ -48,7 +48,7 @@ async def test_live_subscribers_that_stop_reading_are_cut_off_with_a_resume_poin
     a transport that keeps absorbing messages is, as far as any server can tell, reading.
     """
     cutoffs = 'user_service_subscriber_cutoffs_total{reason="too_slow"}'
-    async with hostile.attack(f"{NON_READERS} live subscribers that never read", NON_READERS):
+    async with hostile.attack(f"{NON_READERS} live subscribers that never read", NON_READERS) as notes:
         cut_before = hostile.metric(cutoffs)
         subscribers_before = hostile.metric("user_service_subscribers")
         async with hostile.channel(("grpc.http2.bdp_probe", 0)) as channel:
@@ -68,6 +68,7 @@ async def test_live_subscribers_that_stop_reading_are_cut_off_with_a_resume_poin
                 assert written < MAX_EVENTS_TO_CUT_OFF, f"not all cut off after {written} events"
                 await _create_events(hostile, 250)
                 written += 250
+            notes.append(f"all cut off after <= {written} events")
             assert hostile.metric("user_service_subscribers") == subscribers_before
             delivered: list[int] = []
             with pytest.raises(grpc.aio.AioRpcError) as ended:

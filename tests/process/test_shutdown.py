@@ -11,6 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from tests.conftest import eventually
 from tests.support.processes import ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
@@ -33,6 +34,9 @@ async def test_in_flight_call_finishes_within_grace_and_server_exits_cleanly(
 
             async def items() -> AsyncIterator[user_pb2.CreateUserRequest]:
                 yield _create("before")
+                # In flight means started on the server: a call still on its way when the
+                # shutdown begins is refused, as it should be.
+                await eventually(lambda: server.started("BatchCreateUsers") >= 1)
                 server.signal(signum)
                 signalled.set()
                 await asyncio.sleep(0.5)  # the server is draining meanwhile

@@ -8,12 +8,14 @@ its log — a crash shows as the faulthandler's trace, not as a confusing connec
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,6 +106,22 @@ class ServerProcess:
         if code is not None:
             how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
             raise AssertionError(f"the server died ({how}); its log ends with:\n{self.log()[-12_000:]}")
+
+    def metric(self, sample: str) -> float:
+        """A sample's value from the server's /metrics (0 when the series does not exist yet),
+        e.g. ``user_service_subscribers`` or ``name{label="value"}`` exactly as exposed."""
+        match = re.search(rf"^{re.escape(sample)} (\S+)$", self._scrape(), re.MULTILINE)
+        return float(match.group(1)) if match else 0.0
+
+    def started(self, method: str) -> float:
+        """How many calls of ``method`` (e.g. ``LookupUsers``) the server has started
+        handling: proof that a call reached it, whatever the client saw."""
+        pattern = rf'^grpc_server_started_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
+        return sum(float(value) for value in re.findall(pattern, self._scrape(), re.MULTILINE))
+
+    def _scrape(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return str(response.read().decode())
 
     def resources(self) -> Resources:
         """What the server process holds now: memory, file descriptors, threads."""
