@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 
+from tests.support.processes import free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,14 +61,6 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _wait_serving(target: str) -> None:
@@ -135,7 +128,7 @@ def _ghz(load: Load, target: str, seconds: float, concurrency: int) -> Result:
 
 def _measure(mode_env: dict[str, str], otlp_endpoint: str, load: Load, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory(prefix="user-service-bench-") as data:
-        port = _free_port()
+        port = free_port()
         env = {
             **os.environ,
             **mode_env,
@@ -170,7 +163,7 @@ def main() -> int:
     args = parser.parse_args()
     ghz = shutil.which("ghz") or str(Path(os.environ.get("TOOLS_DIR", "")) / "ghz")
     modes = ["bare", *(m for m in args.modes if m != "bare")]
-    port = _free_port()
+    port = free_port()
     receiver = subprocess.Popen(
         [sys.executable, "-m", "scripts.otlp_receiver", "--port", str(port)],
         cwd=REPO,

@@ -12,7 +12,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scripts.dev_credentials import write_dev_credentials
 from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.support.processes import free_port
 
 CLI = str(Path(sys.executable).with_name("user-service"))
 EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
@@ -43,9 +43,9 @@ def main() -> int:
             USER_SERVICE_LOG_FORMAT="text",
             **credentials.server_env(),
         )
-        target = f"127.0.0.1:{_free_port()}"
+        target = f"127.0.0.1:{free_port()}"
         host, port = target.split(":")
-        metrics_port = str(_free_port())
+        metrics_port = str(free_port())
         server = subprocess.Popen(
             [
                 CLI,
@@ -205,12 +205,6 @@ def _wait_until_serving(target: str, deadline_s: float) -> None:
                 if time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 if __name__ == "__main__":

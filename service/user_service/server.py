@@ -107,6 +107,7 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         login = AuthServicer(clients, tokens, LoginThrottle(max_concurrent=settings.max_concurrent_logins))
         auth_pb2_grpc.add_AuthServiceServicer_to_server(login, server)
         services.append(AUTH_SERVICE.full_name)
+    RPC_TABLE.require(services)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(services, server)

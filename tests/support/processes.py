@@ -8,6 +8,7 @@ its log — a crash shows as the faulthandler's trace, not as a confusing connec
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -27,9 +28,18 @@ CLI = str(Path(sys.executable).with_name("user-service"))
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range (32768-60999): a port taken
+    from that range could be handed to some outgoing connection before the server binds it,
+    and the server (no SO_REUSEPORT) would then refuse to start."""
+    for _ in range(100):
+        port = random.randrange(20_000, 32_000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class ServerProcess:

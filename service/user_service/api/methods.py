@@ -106,6 +106,14 @@ class RpcTable:
     def of_service(self, service: str) -> list[RpcMethod]:
         return [method for method in self._by_path.values() if method.service == service]
 
+    def require(self, services: Iterable[str]) -> None:
+        """Fails unless every one of ``services`` is described here: a service the table
+        does not know would be served without authentication or budget."""
+        known = {method.service for method in self._by_path.values()}
+        missing = sorted(set(services) - known)
+        if missing:
+            raise LookupError(f"services missing from the RPC table: {', '.join(missing)}")
+
 
 RPC_TABLE = RpcTable(
     [

@@ -13,7 +13,7 @@ from user_service.api import decode
 from user_service.api.codec import event_message, user_message
 from user_service.api.errors import abort_with, status_code_for
 from user_service.api.interceptors.wrapping import send
-from user_service.api.resume import resume_hint
+from user_service.api.resume import ResumePoint, resume_point
 from user_service.auth.context import current_principal
 from user_service.domain.errors import (
     DomainError,
@@ -141,15 +141,15 @@ class UserServicer(user_pb2_grpc.UserServiceServicer):
                 # awaits them knows every write from then on will reach it.
                 on_subscribed=lambda: context.send_initial_metadata(()),
             )
-            if since is not None:
-                resume_hint.set(f"since_event_id={since}")
+            resume = ResumePoint("since_event_id", since)
+            resume_point.set(resume)
             delivered = 0
             try:
                 async with delivery, aclosing(feed) as events:
                     async for event in events:
                         delivered += 1
                         self._subscriptions.delivered(event, delivered)
-                        resume_hint.set(f"since_event_id={event.event_id}")
+                        resume.value = event.event_id
                         await send(context, event_message(event))
             except TimeoutError:
                 if not behind_at:

@@ -37,9 +37,6 @@ class AdmissionInterceptor(HandlerWrappingInterceptor):
         super().__init__()
         self._budgets = {budget: _InFlight(budget.value, limit) for budget, limit in limits.items()}
 
-    def in_flight(self, budget: Budget) -> int:
-        return self._budgets[budget].count
-
     def wrap(self, handler: Any, method: RpcMethod) -> Handler:
         budget = self._budgets.get(method.budget)
         if budget is None:

@@ -82,7 +82,9 @@ class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
         wrapped = self._wrapped.get(handler)
         if wrapped is None:
             method = RPC_TABLE.get(handler_call_details.method)
-            wrapped = self._wrapped[handler] = handler if method is None else self.wrap(handler, method)
+            if method is None:  # fail closed; start_server checks that this cannot happen
+                raise LookupError(f"{handler_call_details.method} is served but not in the RPC table")
+            wrapped = self._wrapped[handler] = self.wrap(handler, method)
         return wrapped
 
     @abstractmethod
