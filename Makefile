@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run demo test bench lint fmt clean
+.PHONY: help setup proto tools credentials certs run demo load load-ui load-credentials test bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -69,6 +69,35 @@ run: setup ## run the server in the foreground with development credentials (see
 demo: setup ## a server, every RPC through the CLI, a live subscriber, the resulting trace and metrics
 	$(BIN)/python -m scripts.demo
 
+# Load runs (Locust): any target; the standard LOCUST_* variables work too.
+TARGET     ?= localhost:50051
+USERS      ?= 20
+SPAWN_RATE ?= 10
+DURATION   ?= 30s
+PROCESSES  ?= -1
+REPORT_DIR ?= reports/load
+# Traces start at the load generator; 1% of calls are sampled unless OTEL_* says otherwise.
+LOAD_ENV := USER_SERVICE_TARGET=$(TARGET) \
+	OTEL_TRACES_SAMPLER=$(or $(OTEL_TRACES_SAMPLER),parentbased_traceidratio) \
+	OTEL_TRACES_SAMPLER_ARG=$(or $(OTEL_TRACES_SAMPLER_ARG),0.01)
+LOCUST := $(BIN)/locust -f loadtest/locustfile.py
+
+load-credentials:
+	@test -n "$${USER_SERVICE_CLIENT_SECRET:-}" || test -f $(DEV_DIR)/credentials/client-secrets.json \
+	    || $(MAKE) --no-print-directory credentials
+
+load: setup load-credentials ## headless load run against TARGET: CSV + HTML in REPORT_DIR, a per-RPC table, exit 1 past the gate
+	mkdir -p $(REPORT_DIR)
+	$(LOAD_ENV) $(BIN)/python -m loadtest.seed
+	$(LOAD_ENV) $(LOCUST) --headless --only-summary --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	    --run-time $(DURATION) --processes $(PROCESSES) --stop-timeout 5 --exit-code-on-error 0 \
+	    --csv $(REPORT_DIR)/locust --html $(REPORT_DIR)/report.html
+	$(BIN)/python -m loadtest.report $(REPORT_DIR)
+
+load-ui: setup load-credentials ## the Locust web UI on http://127.0.0.1:8089 against TARGET
+	$(LOAD_ENV) $(BIN)/python -m loadtest.seed
+	$(LOAD_ENV) $(LOCUST) --web-host 127.0.0.1 --web-port 8089 --processes $(PROCESSES)
+
 test: setup tools ## the whole test suite against real servers on loopback
 	$(BIN)/pytest
 
@@ -76,14 +105,14 @@ bench: setup tools ## telemetry overhead: unary throughput/latency, bare vs metr
 	$(BIN)/python -m bench.telemetry_overhead
 
 lint: setup tools ## ruff, mypy, buf lint
-	$(BIN)/ruff check service tests scripts bench
-	$(BIN)/ruff format --check service tests scripts bench
+	$(BIN)/ruff check service tests scripts bench loadtest
+	$(BIN)/ruff format --check service tests scripts bench loadtest
 	$(BIN)/mypy
 	cd proto && buf lint
 
 fmt: setup ## format the code
-	$(BIN)/ruff format service tests scripts bench
-	$(BIN)/ruff check --fix service tests scripts bench
+	$(BIN)/ruff format service tests scripts bench loadtest
+	$(BIN)/ruff check --fix service tests scripts bench loadtest
 	cd proto && buf format -w
 
 clean: ## remove the virtualenv, generated code and local data

@@ -1,0 +1,219 @@
+"""The load: a read-heavy CRUD mix, pagination walks, client and bidi streams, and
+subscribers holding ``SubscribeUsers`` open while the writes happen.
+
+    locust -f loadtest/locustfile.py            # or: make load / make load-ui
+
+``CrudUser`` runs the mix in ``LOAD_MIX`` (relative weights), paced by
+``LOAD_USER_RPS`` calls per second per user (``constant_throughput``): a generator that
+runs flat out measures its own queueing, not the service. Readers ask for users that
+exist (``loadtest.seed`` makes them); writers update and delete only what they created.
+``Subscriber`` (``LOAD_SUBSCRIBERS`` per worker process) holds one live subscription and
+reports, per event, the time from its commit to its receipt.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import gevent
+import grpc
+from locust import constant, constant_throughput, task
+
+from loadtest.grpc_user import GrpcStatusError, GrpcUser
+from loadtest.settings import LoadSettings
+from user_service.gen.user.v1 import user_pb2
+
+SETTINGS = LoadSettings()
+STREAM_SECONDS = 60.0  # a held subscription's deadline; it is resumed where it stopped
+
+
+def _new_user() -> user_pb2.CreateUserRequest:
+    tag = uuid.uuid4().hex[:16]
+    return user_pb2.CreateUserRequest(
+        user=user_pb2.User(name=f"Load {tag[:6]}", email=f"{tag}@load.example.com")
+    )
+
+
+class CrudUser(GrpcUser):
+    wait_time = constant_throughput(SETTINGS.user_rps)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.created: list[int] = []  # ids this user may update and delete
+
+    def _existing_id(self) -> int:
+        return random.choice(self.connection.known_ids) if self.connection.known_ids else 1
+
+    @task(SETTINGS.task_weights().get("get", 0))
+    def get_user(self) -> None:
+        request = user_pb2.GetUserRequest(id=self._existing_id())
+        self.call(
+            "unary",
+            "GetUser",
+            lambda md: self.connection.users.GetUser(request, metadata=md, timeout=self.connection.timeout),
+        )
+
+    @task(SETTINGS.task_weights().get("list", 0))
+    def list_users(self) -> None:
+        request = user_pb2.ListUsersRequest(page_size=50)
+        self.call(
+            "unary",
+            "ListUsers",
+            lambda md: self.connection.users.ListUsers(request, metadata=md, timeout=self.connection.timeout),
+        )
+
+    @task(SETTINGS.task_weights().get("walk", 0))
+    def walk_pages(self) -> None:
+        """Follows ``next_page_token`` for a few pages: each page a request of its own."""
+        request = user_pb2.ListUsersRequest(page_size=20)
+        for _ in range(SETTINGS.walk_pages):
+            page = self.call(
+                "unary",
+                "ListUsers (walk)",
+                lambda md: self.connection.users.ListUsers(
+                    request, metadata=md, timeout=self.connection.timeout
+                ),
+            )
+            if page is None or not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    @task(SETTINGS.task_weights().get("lookup", 0))
+    def lookup_users(self) -> None:
+        """Bidi: writes each id after the previous answer (see the README on grpc#36066)."""
+        ids = [self._existing_id() for _ in range(SETTINGS.lookup_size)]
+        with self.measure("bidi_stream", "LookupUsers") as outcome:
+            requests = (user_pb2.GetUserRequest(id=user_id) for user_id in ids)
+            answers = self.connection.users.LookupUsers(
+                requests, metadata=self.connection.tokens.metadata(), timeout=self.connection.timeout
+            )
+            outcome.messages = sum(1 for _ in answers)
+
+    @task(SETTINGS.task_weights().get("create", 0))
+    def create_user(self) -> None:
+        request = _new_user()
+        response = self.call(
+            "unary",
+            "CreateUser",
+            lambda md: self.connection.users.CreateUser(
+                request, metadata=md, timeout=self.connection.timeout
+            ),
+        )
+        if response is not None:
+            self.created.append(response.user.id)
+
+    @task(SETTINGS.task_weights().get("update", 0))
+    def update_user(self) -> None:
+        if not self.created:
+            return self.create_user()
+        request = user_pb2.UpdateUserRequest(
+            user=user_pb2.User(id=random.choice(self.created), name="Updated")
+        )
+        request.update_mask.paths.append("name")
+        self.call(
+            "unary",
+            "UpdateUser",
+            lambda md: self.connection.users.UpdateUser(
+                request, metadata=md, timeout=self.connection.timeout
+            ),
+        )
+        return None
+
+    @task(SETTINGS.task_weights().get("delete", 0))
+    def delete_user(self) -> None:
+        if not self.created:
+            return self.create_user()
+        request = user_pb2.DeleteUserRequest(id=self.created.pop())
+        self.call(
+            "unary",
+            "DeleteUser",
+            lambda md: self.connection.users.DeleteUser(
+                request, metadata=md, timeout=self.connection.timeout
+            ),
+        )
+        return None
+
+    @task(SETTINGS.task_weights().get("batch", 0))
+    def batch_create(self) -> None:
+        """Client stream: ``LOAD_BATCH_SIZE`` users in one call."""
+        with self.measure("client_stream", "BatchCreateUsers") as outcome:
+            requests = (_new_user() for _ in range(SETTINGS.batch_size))
+            response = self.connection.users.BatchCreateUsers(
+                requests, metadata=self.connection.tokens.metadata(), timeout=self.connection.timeout
+            )
+            outcome.messages = SETTINGS.batch_size
+            self.created.extend(result.user.id for result in response.results if result.HasField("user"))
+
+
+class Subscriber(GrpcUser):
+    """Holds one live ``SubscribeUsers`` stream, read in its own greenlet.
+
+    Rows it reports (``server_stream``): ``SubscribeUsers delivery`` — per event, commit to
+    receipt; ``SubscribeUsers first event`` — open to first event; ``SubscribeUsers stream``
+    — each stream's lifetime, its message count as the response length, and as a failure
+    when the server ended it (cut off, shutdown, expiry: it is then resumed from the last
+    event received, so nothing is missed).
+    """
+
+    fixed_count = SETTINGS.subscribers
+    wait_time = constant(1)
+
+    def on_start(self) -> None:
+        super().on_start()
+        self._reader = gevent.spawn(self._follow)
+
+    def on_stop(self) -> None:
+        self._reader.kill(block=True, timeout=5)
+
+    @task
+    def hold(self) -> None:
+        """The work happens in the reader greenlet; the task only keeps the user alive."""
+
+    def _follow(self) -> None:
+        since: int | None = None
+        while True:
+            since = self._one_stream(since)
+
+    def _one_stream(self, since: int | None) -> int | None:
+        request = user_pb2.SubscribeUsersRequest()
+        if since is not None:
+            request.since_event_id = since
+        opened = time.perf_counter()
+        received = 0
+        error: Exception | None = None
+        stream = self.connection.streams.SubscribeUsers(
+            request, metadata=self.connection.tokens.metadata(), timeout=STREAM_SECONDS
+        )
+        try:
+            for event in stream:
+                now = time.time()
+                if received == 0:
+                    self.report(
+                        "server_stream", "SubscribeUsers first event", (time.perf_counter() - opened) * 1000
+                    )
+                received += 1
+                lag = max(0.0, now - event.event_time.ToMicroseconds() / 1e6)
+                self.report("server_stream", "SubscribeUsers delivery", lag * 1000)
+                since = event.event_id
+        except grpc.RpcError as failed:
+            code = failed.code()
+            if code != grpc.StatusCode.DEADLINE_EXCEEDED:  # the planned end of a held stream
+                error = GrpcStatusError(code)
+                if code == grpc.StatusCode.UNAUTHENTICATED:
+                    self.connection.tokens.expire()
+                gevent.sleep(0.5)  # then resume; a server that is going away has time to
+        except gevent.GreenletExit:
+            stream.cancel()
+            raise
+        finally:
+            self.report(
+                "server_stream",
+                "SubscribeUsers stream",
+                (time.perf_counter() - opened) * 1000,
+                received,
+                error,
+            )
+        return since

@@ -1,0 +1,209 @@
+"""Headless Locust runs against a real server process: statistics that agree with the
+server's own counters, failures classified by status code, a gate that fails a bad run,
+worker processes counted once, traces that start at the load generator.
+
+Locust runs as a subprocess, as ``make load`` runs it: importing it here would
+monkey-patch this test process for gevent.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from scripts.otlp_receiver import OtlpReceiver
+from tests.support.processes import ServerProcess
+
+PYTHON = sys.executable
+LOCUST = str(Path(sys.executable).with_name("locust"))
+EVERY_SCENARIO = {
+    ("unary", "GetUser"),
+    ("unary", "ListUsers"),
+    ("unary", "ListUsers (walk)"),
+    ("unary", "CreateUser"),
+    ("unary", "UpdateUser"),
+    ("unary", "DeleteUser"),
+    ("client_stream", "BatchCreateUsers"),
+    ("bidi_stream", "LookupUsers"),
+    ("server_stream", "SubscribeUsers delivery"),
+    ("server_stream", "SubscribeUsers first event"),
+    ("server_stream", "SubscribeUsers stream"),
+}
+
+
+@dataclass
+class LoadRun:
+    returncode: int
+    output: str
+    report_dir: Path
+
+    def counts(self) -> dict[tuple[str, str], tuple[int, int]]:
+        """(type, name) -> (requests, failures), from Locust's CSV."""
+        with (self.report_dir / "locust_stats.csv").open(newline="") as file:
+            return {
+                (row["Type"], row["Name"]): (int(row["Request Count"]), int(row["Failure Count"]))
+                for row in csv.DictReader(file)
+                if row["Name"] != "Aggregated"
+            }
+
+    def failures(self) -> dict[tuple[str, str], int]:
+        """(name, status code) -> occurrences."""
+        with (self.report_dir / "locust_failures.csv").open(newline="") as file:
+            return {(row["Name"], row["Error"]): int(row["Occurrences"]) for row in csv.DictReader(file)}
+
+
+@pytest.fixture(scope="module")
+def credentials(tmp_path_factory: pytest.TempPathFactory) -> DevCredentials:
+    return write_dev_credentials(tmp_path_factory.mktemp("load") / "credentials")
+
+
+@pytest.fixture
+def server(
+    tmp_path: Path, credentials: DevCredentials, otlp_receiver: OtlpReceiver
+) -> Iterator[ServerProcess]:
+    """The production configuration, every span sampled (to find the load's traces)."""
+    process = ServerProcess(
+        f"sqlite:///{tmp_path}/users.db",
+        env={
+            **credentials.server_env(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
+    ).start()
+    yield process
+    process.stop()
+
+
+def _load(
+    server: ServerProcess,
+    credentials: DevCredentials,
+    report_dir: Path,
+    otlp_receiver: OtlpReceiver,
+    *,
+    processes: int = 1,
+    seconds: int = 8,
+    seed: bool = True,
+    **env: str,
+) -> LoadRun:
+    """What ``make load`` does: seed, a headless Locust run, the report and its gate."""
+    client_id, secret = credentials.secrets["admin"]
+    environment = {
+        **os.environ,
+        "USER_SERVICE_TARGET": server.target,
+        "USER_SERVICE_CLIENT_ID": client_id,
+        "USER_SERVICE_CLIENT_SECRET": secret,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+        "OTEL_TRACES_SAMPLER": "always_on",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "LOAD_SEED_USERS": "50",
+        "LOAD_SUBSCRIBERS": "2",
+        **env,
+    }
+    output = ""
+    if seed:
+        output += _run([PYTHON, "-m", "loadtest.seed"], environment, check=True).stdout
+    locust = [
+        LOCUST, "-f", "loadtest/locustfile.py", "--headless", "--only-summary",
+        "--users", "8", "--spawn-rate", "8", "--run-time", f"{seconds}s", "--stop-timeout", "5",
+        "--processes", str(processes), "--exit-code-on-error", "0",
+        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
+    ]  # fmt: skip
+    ran = _run(locust, environment, check=False)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = _run([PYTHON, "-m", "loadtest.report", str(report_dir)], environment, check=False)
+    return LoadRun(report.returncode, output + report.stdout, report_dir)
+
+
+def _run(command: list[str], env: dict[str, str], *, check: bool) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=check)
+
+
+def test_a_run_exercises_every_scenario_and_agrees_with_the_server(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    run = _load(server, credentials, tmp_path, otlp_receiver)
+    assert run.returncode == 0, run.output
+    assert "gate passed" in run.output
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+    counts = run.counts()
+    assert {key for key, (requests, _) in counts.items() if requests > 0} >= EVERY_SCENARIO, counts
+    assert sum(failures for _, failures in counts.values()) == 0, run.failures()
+    for kind, method in [
+        ("unary", "GetUser"),
+        ("unary", "CreateUser"),
+        ("bidi_stream", "LookupUsers"),
+        ("client_stream", "BatchCreateUsers"),
+    ]:
+        locust, _ = counts[(kind, method)]
+        seen = server.metric(
+            f'grpc_server_handled_total{{grpc_code="OK",grpc_method="{method}",'
+            f'grpc_service="user.v1.UserService",grpc_type="{kind}"}}'
+        )
+        seen -= 1 if method == "BatchCreateUsers" else 0  # the seed step's batch
+        assert abs(seen - locust) <= max(2, locust * 0.02), f"{method}: Locust {locust}, server {seen}"
+
+
+def test_traces_start_at_the_load_generator(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    otlp_receiver.clear()
+    _load(server, credentials, tmp_path, otlp_receiver, seconds=4)
+    deadline = time.monotonic() + 10
+    while True:
+        spans = otlp_receiver.spans()
+        clients = {
+            span.span_id: span
+            for span in spans
+            if span.service == "user-service-loadgen" and span.kind == "CLIENT"
+        }
+        continued = [
+            span for span in spans if span.service == "user-service" and span.parent_span_id in clients
+        ]
+        if continued or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert continued, "no server span continues a load generator span"
+    client = clients[continued[0].parent_span_id]
+    assert client.resource["user_agent.synthetic.type"] == "test"
+    assert client.trace_id == continued[0].trace_id
+
+
+def test_a_failing_service_fails_the_gate_with_failures_named_by_status_code(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    """Nothing seeded, only reads of users that do not exist: every call is NOT_FOUND."""
+    run = _load(server, credentials, tmp_path, otlp_receiver, seed=False, seconds=4, LOAD_MIX="get=1")
+    assert run.returncode == 1, run.output
+    assert "GATE FAILED: failure ratio" in run.output
+    failures = run.failures()
+    assert failures, run.output
+    assert {code for (name, code) in failures if name == "GetUser"} == {"NOT_FOUND"}
+    assert "NOT_FOUND" in run.output
+
+
+def test_worker_processes_are_counted_once_and_leave_nothing_behind(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    before = {process.pid for process in psutil.process_iter() if "locust" in " ".join(process.cmdline())}
+    run = _load(server, credentials, tmp_path, otlp_receiver, processes=2)
+    assert run.returncode == 0, run.output
+    locust, _ = run.counts()[("unary", "GetUser")]
+    seen = server.metric(
+        'grpc_server_handled_total{grpc_code="OK",grpc_method="GetUser",'
+        'grpc_service="user.v1.UserService",grpc_type="unary"}'
+    )
+    assert abs(seen - locust) <= max(2, locust * 0.02), f"Locust {locust}, server {seen}"
+    time.sleep(1)
+    after = {process.pid for process in psutil.process_iter() if "locust" in " ".join(process.cmdline())}
+    assert after <= before, "worker processes outlived the run"
