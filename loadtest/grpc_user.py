@@ -34,6 +34,7 @@ import grpc
 import grpc.experimental.gevent
 from locust import User
 from locust.env import Environment
+from locust.exception import StopUser
 
 from loadtest.channels import open_channel
 from loadtest.settings import LoadSettings
@@ -45,6 +46,7 @@ from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 grpc.experimental.gevent.init_gevent()
 
 T = TypeVar("T")
+Report = Callable[[str, str, float, int, Exception | None], None]
 GRPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 
 
@@ -62,8 +64,11 @@ class GrpcStatusError(Exception):
 class TokenKeeper:
     """Logs in with the client-credentials flow and renews the token before it expires."""
 
-    def __init__(self, auth: Any, client: tuple[str, str], timeout: float, renew_before: float) -> None:
+    def __init__(
+        self, auth: Any, client: tuple[str, str], timeout: float, renew_before: float, report: Report
+    ) -> None:
         self._auth, self._client, self._timeout, self._renew_before = auth, client, timeout, renew_before
+        self._report = report
         self._lock = gevent.lock.Semaphore()
         self._metadata: tuple[tuple[str, str], ...] = ()
         self._renew_at = 0.0
@@ -80,10 +85,19 @@ class TokenKeeper:
         self._renew_at = 0.0
 
     def _login(self) -> None:
+        """Reported as a ``Login`` row; a refused login is raised to the caller too."""
         client_id, secret = self._client
-        response = self._auth.Login(
-            auth_pb2.LoginRequest(client_id=client_id, client_secret=secret), timeout=self._timeout
-        )
+        started = time.perf_counter()
+        try:
+            response = self._auth.Login(
+                auth_pb2.LoginRequest(client_id=client_id, client_secret=secret), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            self._report(
+                "unary", "Login", (time.perf_counter() - started) * 1000, 1, GrpcStatusError(error.code())
+            )
+            raise
+        self._report("unary", "Login", (time.perf_counter() - started) * 1000, 1, None)
         self._metadata = (("authorization", f"Bearer {response.access_token}"),)
         self._renew_at = response.expire_time.ToDatetime().timestamp() - self._renew_before
 
@@ -100,24 +114,31 @@ class Connection:
     known_ids: list[int] = field(default_factory=list)
 
     _instance: ClassVar[Connection | None] = None
+    _opening: ClassVar[gevent.lock.Semaphore] = gevent.lock.Semaphore()
 
     @classmethod
-    def of_this_process(cls) -> Connection:
-        if cls._instance is None:
-            cls._instance = cls._open()
+    def of_this_process(cls, report: Report) -> Connection:
+        """Opened by the first user of the process; the others wait for it (unguarded,
+        every user spawned meanwhile would log in too — and be throttled)."""
+        with cls._opening:
+            if cls._instance is None:
+                cls._instance = cls._open(report)
         return cls._instance
 
     @classmethod
-    def _open(cls) -> Connection:
+    def _open(cls, report: Report) -> Connection:
         client, load = ClientSettings(), LoadSettings()
         tracing = LoadTracing.from_environment()
         unary = tracing.instrument(open_channel(client))
-        streams = tracing.instrument(open_channel(client, dedicated=True))
+        # Held subscriptions are not traced from here: a minute-long stream is no request,
+        # and the instrumentation's stream wrapper could not be cancelled.
+        streams = open_channel(client, dedicated=True)
         tokens = TokenKeeper(
             auth_pb2_grpc.AuthServiceStub(unary),
             load.credentials(),
             client.timeout,
             load.renew_before_seconds,
+            report,
         )
         connection = cls(
             user_pb2_grpc.UserServiceStub(unary),
@@ -153,7 +174,10 @@ class GrpcUser(User):
         self._fire = environment.events.request.fire
 
     def on_start(self) -> None:
-        self.connection = Connection.of_this_process()
+        try:
+            self.connection = Connection.of_this_process(self.report)
+        except grpc.RpcError as error:  # reported (Login); this user cannot do anything
+            raise StopUser from error
 
     def call(self, grpc_type: str, name: str, invoke: Callable[[tuple[tuple[str, str], ...]], T]) -> T | None:
         """Runs ``invoke(metadata)`` and reports it; returns its result, or None if it failed."""

@@ -35,7 +35,7 @@ class LoadSettings(BaseSettings):
         10.0, description="Calls per second each CRUD user makes (Locust's constant_throughput)."
     )
     subscribers: Annotated[int, Field(ge=0)] = Field(
-        4, description="SubscribeUsers streams held open (per worker process), measuring delivery."
+        4, description="Users (out of the run's USERS) that each hold a SubscribeUsers stream open."
     )
     seed_users: Annotated[int, Field(ge=0)] = Field(
         200, description="Users `loadtest.seed` makes sure exist."

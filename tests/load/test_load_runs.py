@@ -93,6 +93,7 @@ def _load(
     *,
     processes: int = 1,
     seconds: int = 8,
+    users: int = 8,
     seed: bool = True,
     **env: str,
 ) -> LoadRun:
@@ -115,7 +116,7 @@ def _load(
         output += _run([PYTHON, "-m", "loadtest.seed"], environment, check=True).stdout
     locust = [
         LOCUST, "-f", "loadtest/locustfile.py", "--headless", "--only-summary",
-        "--users", "8", "--spawn-rate", "8", "--run-time", f"{seconds}s", "--stop-timeout", "5",
+        "--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s", "--stop-timeout", "5",
         "--processes", str(processes), "--exit-code-on-error", "0",
         "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
     ]  # fmt: skip
@@ -207,3 +208,31 @@ def test_worker_processes_are_counted_once_and_leave_nothing_behind(
     time.sleep(1)
     after = {process.pid for process in psutil.process_iter() if "locust" in " ".join(process.cmdline())}
     assert after <= before, "worker processes outlived the run"
+
+
+def test_unary_traffic_keeps_flowing_while_many_streams_sit_idle(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    """Held streams once stalled every other call of the generator (gevent's thread pool,
+    per-user channels) while Locust recorded no failure. 30 idle subscriptions, 6 paced
+    CRUD users: the CRUD calls must keep their pace."""
+    seconds, crud_users, user_rps = 8, 6, 10
+    run = _load(
+        server,
+        credentials,
+        tmp_path,
+        otlp_receiver,
+        seconds=seconds,
+        users=30 + crud_users,
+        LOAD_SUBSCRIBERS="30",
+        LOAD_MIX="get=1",
+        LOAD_USER_RPS=str(user_rps),
+        OTEL_SDK_DISABLED="true",
+    )
+    assert run.returncode == 0, run.output
+    counts = run.counts()
+    assert counts[("server_stream", "SubscribeUsers stream")][0] >= 30
+    paced = crud_users * user_rps * seconds
+    assert counts[("unary", "GetUser")][0] >= 0.5 * paced, (
+        f"{counts[('unary', 'GetUser')]} of ~{paced} paced calls"
+    )
