@@ -8,6 +8,7 @@ Exits non-zero if any step does not behave.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -18,6 +19,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ from tests.support.processes import free_port
 
 CLI = str(Path(sys.executable).with_name("user-service"))
 EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
+DEMO_REPORTS = Path("reports/demo")  # Locust's CSV and HTML of the demo's load run (git-ignored)
 
 
 def main() -> int:
@@ -58,20 +61,80 @@ def main() -> int:
                 metrics_port,
                 "--grace-period",
                 "5",
-            ]
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
         )
+        server_log = LogTap(server)
         try:
             _wait_until_serving(target, deadline_s=15)
             os.environ["USER_SERVICE_TOKEN"] = _login(target, *credentials.secrets["admin"])
             reader_token = _login(target, *credentials.secrets["reader"])
             result = _walkthrough(target, reader_token)
             _print_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
+            with server_log.muted():
+                result = result or _load_run(target, *credentials.secrets["admin"], DEMO_REPORTS)
         finally:
             server.send_signal(signal.SIGTERM)
             code = server.wait(timeout=15)
             print(f"\n== server stopped on SIGTERM with exit code {code}")
         _print_trace(traces.spans(), root_name="user-service-cli create")
         return result
+
+
+class LogTap:
+    """Prints the server's log lines as they come — except while muted (the load run would
+    print thousands of access lines), then it says how many it held back."""
+
+    def __init__(self, server: subprocess.Popen[str]) -> None:
+        self._muted = threading.Event()
+        self._held_back = 0
+        self._thread = threading.Thread(target=self._copy, args=(server,), daemon=True)
+        self._thread.start()
+
+    def _copy(self, server: subprocess.Popen[str]) -> None:
+        assert server.stderr is not None
+        for line in server.stderr:
+            if self._muted.is_set():
+                self._held_back += 1
+            else:
+                print(line, end="", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def muted(self) -> Iterator[None]:
+        self._muted.set()
+        try:
+            yield
+        finally:
+            self._muted.clear()
+            print(f"   ({self._held_back} server log lines of the load run not shown)", flush=True)
+
+
+def _load_run(target: str, client_id: str, secret: str, report_dir: Path) -> int:
+    """A short headless Locust run (what `make load` does) and its per-RPC table."""
+    print("\n== load: 6 s of Locust against the server — a CRUD mix, streams of every kind, 2 subscribers")
+    env = {
+        **os.environ,
+        "USER_SERVICE_TARGET": target,
+        "USER_SERVICE_CLIENT_ID": client_id,
+        "USER_SERVICE_CLIENT_SECRET": secret,
+        "LOAD_SUBSCRIBERS": "2",
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+    }
+    python = sys.executable
+    locust = str(Path(python).with_name("locust"))
+    subprocess.run([python, "-m", "loadtest.seed"], env=env, check=True, timeout=60)
+    command = [
+        locust, "-f", "loadtest/locustfile.py", "--headless", "--only-summary", "--users", "12",
+        "--spawn-rate", "12", "--run-time", "6s", "--stop-timeout", "5", "--processes", "1",
+        "--exit-code-on-error", "0",
+        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
+    ]  # fmt: skip
+    report_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(command, env=env, check=True, timeout=120, capture_output=True)
+    print(f"$ {Path(python).name} -m loadtest.report  (the same table `make load` prints)", flush=True)
+    return subprocess.run([python, "-m", "loadtest.report", str(report_dir)], env=env, timeout=60).returncode
 
 
 def _login(target: str, client_id: str, secret: str) -> str:
