@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run demo load load-ui load-credentials test bench lint fmt clean
+.PHONY: help setup proto tools credentials certs run demo load load-ui load-credentials test bench bench-load lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ test: setup tools ## the whole test suite against real servers on loopback
 
 bench: setup tools ## telemetry overhead: unary throughput/latency, bare vs metrics vs tracing
 	$(BIN)/python -m bench.telemetry_overhead
+
+bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
+	$(BIN)/python -m bench.load_generator
 
 lint: setup tools ## ruff, mypy, buf lint
 	$(BIN)/ruff check service tests scripts bench loadtest

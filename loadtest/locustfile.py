@@ -196,6 +196,7 @@ class Subscriber(GrpcUser):
         stream = self._stream = self.connection.streams.SubscribeUsers(
             request, metadata=self.connection.tokens.metadata(), timeout=STREAM_SECONDS
         )
+        fire = self._fire  # per event: the generator's streaming hot path
         try:
             for event in stream:
                 now = time.time()
@@ -204,8 +205,15 @@ class Subscriber(GrpcUser):
                         "server_stream", "SubscribeUsers first event", (time.perf_counter() - opened) * 1000
                     )
                 received += 1
-                lag = max(0.0, now - event.event_time.ToMicroseconds() / 1e6)
-                self.report("server_stream", "SubscribeUsers delivery", lag * 1000)
+                committed = event.event_time.seconds + event.event_time.nanos / 1e9
+                fire(  # type: ignore[no-untyped-call]
+                    request_type="server_stream",
+                    name="SubscribeUsers delivery",
+                    response_time=max(0.0, now - committed) * 1000,
+                    response_length=1,
+                    exception=None,
+                    context=None,
+                )
                 since = event.event_id
         except grpc.RpcError as failed:
             code = failed.code()

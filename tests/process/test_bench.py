@@ -35,3 +35,19 @@ def test_benchmark_reports_ratios_to_bare() -> None:
     report = result.stdout.splitlines()
     assert any(line.startswith("bare") and line.endswith("1.00x") for line in report)
     assert any(line.startswith("tracing 100% + metrics") for line in report)
+
+
+def test_load_generator_benchmark_reports_ratios_to_the_documented_pattern() -> None:
+    smoke = ["--duration", "1", "--warmup", "3", "--rounds", "1", "--held-streams", "20"]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.load_generator", *smoke],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = result.stdout.splitlines()
+    assert any(line.startswith("documented pattern") and line.endswith("1.00x") for line in report)
+    assert any(line.startswith("this project: GrpcUser") and line.endswith("x") for line in report)
+    assert any("20 streams held" in line for line in report)
