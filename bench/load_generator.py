@@ -2,9 +2,10 @@
 
 Each case runs one Locust process (no ``--processes``) flat out against
 ``bench.constant_server``, the generator pinned to one core and the server to the other
-when there are two. Requests (or streamed events) are counted from Locust's own
-statistics history over a steady window, and divided by the CPU seconds the Locust process
-used in that window: *per fully used core*, whatever else limits the wall-clock rate. Cases
+when there are two. Requests (or streamed events) over a steady window are divided by the
+CPU seconds the Locust process used in that same window — both taken inside Locust
+(``bench/locustfiles.py``) — giving load *per fully used core*, whatever else limits the
+wall-clock rate. Cases
 run interleaved for several rounds; the median is reported, with ratios to the documented
 pattern — only ratios within one run mean anything on a shared machine.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import statistics
 import subprocess
@@ -47,6 +49,7 @@ def _pinned(core: int | None, command: list[str]) -> list[str]:
 
 def _measure(user: str, users: int, port: int, args: argparse.Namespace, scratch: Path) -> Measurement:
     prefix = scratch / f"{user}-{time.monotonic_ns()}"
+    window = Path(f"{prefix}-window.json")
     env = {
         **os.environ,
         "USER_SERVICE_TARGET": f"127.0.0.1:{port}",
@@ -54,25 +57,25 @@ def _measure(user: str, users: int, port: int, args: argparse.Namespace, scratch
         "USER_SERVICE_CLIENT_SECRET": "bench",
         "OTEL_SDK_DISABLED": "true",  # the generator's own cost, not its tracing's
         "LOAD_SUBSCRIBERS": "0",
+        "BENCH_WINDOW": str(window),
+        "BENCH_WARMUP": str(args.warmup),
+        "BENCH_DURATION": str(args.duration),
     }
     command = [
         LOCUST, "-f", "bench/locustfiles.py", user, "--headless", "--users", str(users),
         "--spawn-rate", str(users), "--run-time", f"{args.warmup + args.duration + 2:g}s",
         "--host", f"127.0.0.1:{port}", "--csv", str(prefix), "--only-summary",
     ]  # fmt: skip
-    locust = psutil.Popen(
-        _pinned(args.generator_core, command), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    try:
-        time.sleep(args.warmup)
-        cpu_start, requests_start = _cpu(locust), _requests(prefix)
-        time.sleep(args.duration)
-        cpu_end, requests_end = _cpu(locust), _requests(prefix)
-    finally:
-        locust.wait(timeout=60)
-    cpu = cpu_end - cpu_start
+    subprocess.run(
+        _pinned(args.generator_core, command), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        timeout=args.warmup + args.duration + 60, check=True,
+    )  # fmt: skip
+    measured = json.loads(window.read_text())
+    if not measured["requests"]:
+        raise RuntimeError(f"{user}: no requests in the measured window")
     row = "SubscribeUsers delivery" if user == "ProjectSubscriber" else "Aggregated"
-    return Measurement((requests_end - requests_start) / cpu, cpu / args.duration, _median_ms(prefix, row))
+    cpu = measured["cpu"]
+    return Measurement(measured["requests"] / cpu, cpu / args.duration, _median_ms(prefix, row))
 
 
 def _hold_streams(count: int, args: argparse.Namespace, scratch: Path) -> str:
@@ -120,19 +123,6 @@ def _hold_streams(count: int, args: argparse.Namespace, scratch: Path) -> str:
         f"{count:>5} streams held: {int(row['Request Count']):>6} events, delivery p50 {row['50%']} ms,"
         f" p99 {row['99%']} ms, generator RSS {rss / 2**20:.0f} MiB"
     )
-
-
-def _cpu(process: psutil.Popen) -> float:
-    """CPU seconds of Locust (the taskset wrapper execs it, so the pid is Locust's)."""
-    times = process.cpu_times()
-    return float(times.user + times.system)
-
-
-def _requests(prefix: Path) -> int:
-    """The newest total request count in Locust's statistics history (written each second)."""
-    with Path(f"{prefix}_stats_history.csv").open(newline="") as file:
-        rows = [row for row in csv.DictReader(file) if row["Name"] == "Aggregated"]
-    return int(rows[-1]["Total Request Count"]) if rows else 0
 
 
 def _median_ms(prefix: Path, name: str) -> float:

@@ -9,11 +9,15 @@ benchmark divides requests by the CPU seconds the generator used.
 
 from __future__ import annotations
 
+import json
+import os
 import time
+from pathlib import Path
 from typing import Any
 
+import gevent
 import grpc
-from locust import User, constant, task
+from locust import User, constant, events, task
 from locust.env import Environment
 
 from loadtest.grpc_user import GrpcUser
@@ -23,6 +27,28 @@ from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 REQUEST = user_pb2.GetUserRequest(id=1)
 # The service needs a token on every call; the documented pattern sends one too, for fairness.
 TOKEN = (("authorization", "Bearer constant"),)
+
+
+@events.test_start.add_listener  # type: ignore[untyped-decorator]
+def _measure_window(environment: Environment, **_: Any) -> None:
+    """Counts requests and this process's CPU seconds over a steady window (after
+    ``BENCH_WARMUP`` s, for ``BENCH_DURATION`` s) and writes them to ``BENCH_WINDOW``:
+    measured inside Locust, so the count and the CPU cover exactly the same interval."""
+    path = os.environ.get("BENCH_WINDOW")
+    if not path:
+        return
+
+    def measure() -> None:
+        gevent.sleep(float(os.environ["BENCH_WARMUP"]))
+        cpu, requests = time.process_time(), environment.stats.total.num_requests
+        gevent.sleep(float(os.environ["BENCH_DURATION"]))
+        window = {
+            "cpu": time.process_time() - cpu,
+            "requests": environment.stats.total.num_requests - requests,
+        }
+        Path(path).write_text(json.dumps(window))
+
+    gevent.spawn(measure)
 
 
 class _TimingInterceptor(grpc.UnaryUnaryClientInterceptor):

@@ -202,6 +202,14 @@ class GrpcUser(User):
         )
         return result
 
+    def unary(self, method: str, request: Any, name: str | None = None) -> Any:
+        """One unary call of the user service's ``method``, reported under ``name``
+        (default: the method's name); its response, or None if it failed."""
+        stub_method, timeout = getattr(self.connection.users, method), self.connection.timeout
+        return self.call(
+            "unary", name or method, lambda metadata: stub_method(request, metadata=metadata, timeout=timeout)
+        )
+
     def _failed(self, grpc_type: str, name: str, started: float, error: grpc.RpcError) -> None:
         code = error.code()
         if code == grpc.StatusCode.UNAUTHENTICATED:

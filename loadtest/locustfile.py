@@ -50,40 +50,28 @@ class CrudUser(GrpcUser):
     @task(SETTINGS.task_weights().get("get", 0))
     def get_user(self) -> None:
         request = user_pb2.GetUserRequest(id=self._existing_id())
-        self.call(
-            "unary",
-            "GetUser",
-            lambda md: self.connection.users.GetUser(request, metadata=md, timeout=self.connection.timeout),
-        )
+        self.unary("GetUser", request)
 
     @task(SETTINGS.task_weights().get("list", 0))
     def list_users(self) -> None:
         request = user_pb2.ListUsersRequest(page_size=50)
-        self.call(
-            "unary",
-            "ListUsers",
-            lambda md: self.connection.users.ListUsers(request, metadata=md, timeout=self.connection.timeout),
-        )
+        self.unary("ListUsers", request)
 
     @task(SETTINGS.task_weights().get("walk", 0))
     def walk_pages(self) -> None:
         """Follows ``next_page_token`` for a few pages: each page a request of its own."""
         request = user_pb2.ListUsersRequest(page_size=20)
         for _ in range(SETTINGS.walk_pages):
-            page = self.call(
-                "unary",
-                "ListUsers (walk)",
-                lambda md: self.connection.users.ListUsers(
-                    request, metadata=md, timeout=self.connection.timeout
-                ),
-            )
+            page = self.unary("ListUsers", request, "ListUsers (walk)")
             if page is None or not page.next_page_token:
                 return
             request.page_token = page.next_page_token
 
     @task(SETTINGS.task_weights().get("lookup", 0))
     def lookup_users(self) -> None:
-        """Bidi: writes each id after the previous answer (see the README on grpc#36066)."""
+        """Bidi: ``LOAD_LOOKUP_SIZE`` ids of existing users as one request stream, each
+        answered in order (existing ids: the server never ends the stream early, so the
+        client never writes into a finished one — grpc#36066)."""
         ids = [self._existing_id() for _ in range(SETTINGS.lookup_size)]
         with self.measure("bidi_stream", "LookupUsers") as outcome:
             requests = (user_pb2.GetUserRequest(id=user_id) for user_id in ids)
@@ -95,13 +83,7 @@ class CrudUser(GrpcUser):
     @task(SETTINGS.task_weights().get("create", 0))
     def create_user(self) -> None:
         request = _new_user()
-        response = self.call(
-            "unary",
-            "CreateUser",
-            lambda md: self.connection.users.CreateUser(
-                request, metadata=md, timeout=self.connection.timeout
-            ),
-        )
+        response = self.unary("CreateUser", request)
         if response is not None:
             self.created.append(response.user.id)
 
@@ -113,13 +95,7 @@ class CrudUser(GrpcUser):
             user=user_pb2.User(id=random.choice(self.created), name="Updated")
         )
         request.update_mask.paths.append("name")
-        self.call(
-            "unary",
-            "UpdateUser",
-            lambda md: self.connection.users.UpdateUser(
-                request, metadata=md, timeout=self.connection.timeout
-            ),
-        )
+        self.unary("UpdateUser", request)
         return None
 
     @task(SETTINGS.task_weights().get("delete", 0))
@@ -127,13 +103,7 @@ class CrudUser(GrpcUser):
         if not self.created:
             return self.create_user()
         request = user_pb2.DeleteUserRequest(id=self.created.pop())
-        self.call(
-            "unary",
-            "DeleteUser",
-            lambda md: self.connection.users.DeleteUser(
-                request, metadata=md, timeout=self.connection.timeout
-            ),
-        )
+        self.unary("DeleteUser", request)
         return None
 
     @task(SETTINGS.task_weights().get("batch", 0))
