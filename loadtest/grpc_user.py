@@ -2,14 +2,15 @@
 the bottleneck.
 
 Locust has no maintained gRPC support; its documentation shows a unary-only interceptor.
-Measured on this machine kind (``../shared/notes``), that pattern drives ~6-8k req/s per
-fully used core; timing calls here and firing Locust's request event directly, on one
-channel per worker process, reaches ~1.2-1.3x that. Choices, and why:
+Timing calls here and firing Locust's request event directly, on one channel per worker
+process, produces 1.08-1.13x the requests per core of that pattern (``make bench-load``,
+``bench/README.md``); most of what remains is Locust's scheduler and grpc's gevent thread
+hop, which both pay. Choices, and why:
 
 * **gevent**: ``grpc.experimental.gevent.init_gevent()`` runs when this module is imported,
   before any channel can exist, so grpc's blocking waits yield to other greenlets.
 * **channels per worker process, not per user**: per-user channels mean per-user
-  connections and threads, and no faster (measured ~1.0x); they are created lazily in the
+  connections and threads, and no faster (``../shared/notes``: ~1.0x); they are created lazily in the
   worker — never before Locust forks its ``--processes`` — which grpc requires.
   Held streams get a channel (a connection) of their own, so unary traffic never queues
   behind them for HTTP/2 stream slots.
@@ -47,7 +48,6 @@ grpc.experimental.gevent.init_gevent()
 
 T = TypeVar("T")
 Report = Callable[[str, str, float, int, Exception | None], None]
-GRPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 
 
 class GrpcStatusError(Exception):
