@@ -40,6 +40,10 @@ async def test_an_unexpected_error_is_internal_without_leaking_detail(
     assert "password_hash" not in leaked
     assert "SELECT" not in leaked
     assert any(SECRET_DETAIL in (record.exc_text or str(record.exc_info)) for record in caplog.records)
+    # The span ends right after the status is sent: the client may see the status first.
+    await eventually(
+        lambda: any(s.name == "/user.v1.UserService/GetUser" for s in spans.get_finished_spans())
+    )
     server = next(s for s in spans.get_finished_spans() if s.name == "/user.v1.UserService/GetUser")
     assert server.status.status_code == StatusCode.ERROR
     assert any(event.name == "exception" for event in server.events)
