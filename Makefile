@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run demo load load-ui load-credentials test bench bench-load lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-load lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ $(GEN_DIR)/.stamp: $(PROTO_FILES) $(BIN)/python
 proto: $(BIN)/python ## regenerate Python code from proto/ (also run by setup)
 	rm -f $(GEN_DIR)/.stamp && $(MAKE) --no-print-directory $(GEN_DIR)/.stamp
 
-tools: ## build the pinned Go tools (buf, grpcurl, grpc-health-probe, ghz) into the cache
+tools: ## build the pinned Go programs (tools; Collector, Jaeger, Prometheus) into the cache
 	scripts/install-tools.sh
 
 DEV_DIR := .dev
@@ -66,8 +66,25 @@ run: setup ## run the server in the foreground with development credentials (see
 	USER_SERVICE_AUTH_CLIENTS_FILE=$(DEV_DIR)/credentials/clients.json \
 	$(BIN)/user-service serve
 
-demo: setup ## a server, every RPC through the CLI, a live subscriber, the resulting trace and metrics
+# The observability stack: Docker compose when a Docker engine answers, else the same components
+# as native processes (built on first use; pid and log files in .stack/). STACK_ENGINE=native|docker
+# chooses explicitly.
+STACK := $(BIN)/python -m scripts.stack
+
+up: setup ## start the stack (Collector, Jaeger, Prometheus, Grafana with Docker; the service) and wait until healthy
+	$(STACK) up
+
+down: setup ## stop the stack
+	$(STACK) down
+
+status: setup ## what runs where, with URLs and memory
+	$(STACK) status
+
+demo: setup ## make up, every RPC through the CLI, a load run, then what Locust, Prometheus and Jaeger saw
 	$(BIN)/python -m scripts.demo
+
+dashboards: setup ## regenerate grafana/dashboards (and grafana/PANELS.md) from scripts/dashboards.py
+	$(BIN)/python -m scripts.dashboards
 
 # Load runs (Locust): any target; the standard LOCUST_* variables work too.
 TARGET     ?= localhost:50051

@@ -20,14 +20,21 @@ from typing import Any
 
 import gevent
 import grpc
-from locust import constant, constant_throughput, task
+from locust import constant, constant_throughput, events, task
+from locust.env import Environment
 
+from loadtest import metrics
 from loadtest.grpc_user import GrpcStatusError, GrpcUser
 from loadtest.settings import LoadSettings
 from user_service.gen.user.v1 import user_pb2
 
 SETTINGS = LoadSettings()
 STREAM_SECONDS = 60.0  # a held subscription's deadline; it is resumed where it stopped
+
+
+@events.init.add_listener  # type: ignore[untyped-decorator]
+def _record_metrics(environment: Environment, **_: Any) -> None:
+    metrics.attach(environment)
 
 
 def _new_user() -> user_pb2.CreateUserRequest:

@@ -1,175 +1,237 @@
-"""`make demo`: a real server, a live subscriber, the seed's client walkthrough, telemetry.
+"""`make demo`: the stack up, the seed's client walkthrough, a load run, and what it left behind.
 
-Everything goes through the `user-service` CLI, exactly as a user would type it, so the
-transcript doubles as documentation. Server and CLI export traces over OTLP to a small
-local receiver; at the end the demo prints one call's trace tree and a /metrics excerpt.
-Exits non-zero if any step does not behave.
+1. `make up`: Jaeger, the OpenTelemetry Collector, Prometheus and the service (Docker compose
+   when an engine answers, native processes otherwise); the time until the first trace is
+   queryable in Jaeger.
+2. Every RPC through the `user-service` CLI, exactly as a user would type it (the transcript
+   doubles as documentation), with a live subscriber following the changes.
+3. A Locust load run: unary calls, every stream kind, held subscriptions.
+4. The summary, read back from the real backends: requests/s and p50/p95/p99 per RPC as Locust
+   saw them and as Prometheus saw them, the traces in Jaeger, one trace as a tree (load
+   generator → server → store), the slowest exemplar and its trace, each component's memory.
+
+The stack stays up for exploring (`make status`, `make down`). Exits non-zero if a step
+does not behave.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
+import secrets
 import shlex
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-from scripts.dev_credentials import write_dev_credentials
-from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
-from tests.support.processes import free_port
+from scripts.dev_credentials import DevCredentials, ensure_dev_credentials
+from scripts.stack.__main__ import build_native_binaries, docker_engine_answers
+from scripts.stack.native import NativeStack, StackError
+from scripts.stack.observe import Jaeger, Prometheus, end_to_end_trace, eventually, format_tree
+from scripts.stack.plan import REPO, StackPlan
+from scripts.stack.probes import login, traced_call
 
 CLI = str(Path(sys.executable).with_name("user-service"))
 EXPECTED_EVENTS = 6  # 2 creates, 1 update, 1 delete, 2 batch creates
-DEMO_REPORTS = Path("reports/demo")  # Locust's CSV and HTML of the demo's load run (git-ignored)
+DEMO_REPORTS = REPO / "reports/demo"  # Locust's CSV and HTML of the demo's load run (git-ignored)
+LOAD_SECONDS = 20
+SAMPLING = "0.1"  # the load generator's trace sampling ratio in the demo (make load: 1 %)
 
 
 def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="user-service-demo-") as data_dir, OtlpReceiver() as traces:
-        credentials = write_dev_credentials(Path(data_dir) / "credentials")  # generated, never committed
-        # Inherited by the server and every CLI call below.
-        os.environ.update(
-            OTEL_EXPORTER_OTLP_ENDPOINT=traces.endpoint,
-            OTEL_BSP_SCHEDULE_DELAY="200",
-            USER_SERVICE_DATABASE_URL=f"sqlite:///{data_dir}/users.db",
-            USER_SERVICE_LOG_FORMAT="text",
-            **credentials.server_env(),
-        )
-        target = f"127.0.0.1:{free_port()}"
-        host, port = target.split(":")
-        metrics_port = str(free_port())
-        server = subprocess.Popen(
-            [
-                CLI,
-                "serve",
-                "--host",
-                host,
-                "--port",
-                port,
-                "--metrics-port",
-                metrics_port,
-                "--grace-period",
-                "5",
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        server_log = LogTap(server)
-        try:
-            _wait_until_serving(target, deadline_s=15)
-            os.environ["USER_SERVICE_TOKEN"] = _login(target, *credentials.secrets["admin"])
-            reader_token = _login(target, *credentials.secrets["reader"])
-            result = _walkthrough(target, reader_token)
-            _print_metrics(f"http://127.0.0.1:{metrics_port}/metrics")
-            with server_log.muted():
-                result = result or _load_run(target, *credentials.secrets["admin"], DEMO_REPORTS)
-        finally:
-            server.send_signal(signal.SIGTERM)
-            code = server.wait(timeout=15)
-            print(f"\n== server stopped on SIGTERM with exit code {code}")
-        _print_trace(traces.spans(), root_name="user-service-cli create")
-        return result
+    plan = StackPlan.load()
+    credentials = ensure_dev_credentials(plan.credentials_dir)
+    started = time.monotonic()
+    stack = _up(plan, credentials)
+    jaeger, prometheus = Jaeger(plan.jaeger_url), Prometheus(plan.prometheus_url)
+    admin_token = login(plan.target, *credentials.secrets["admin"])
+    first = traced_call(plan.target, admin_token)
+    if not eventually(lambda: jaeger.trace(first), timeout=60):
+        print("!! the first trace never reached Jaeger", file=sys.stderr)
+        return 1
+    to_first_trace = time.monotonic() - started
+    print(f"== first trace queryable in Jaeger {to_first_trace:.1f} s after `make up` began")
+
+    # Inherited by every CLI call below: the stack's service, an admin token, traces to the stack.
+    os.environ.update(
+        USER_SERVICE_TARGET=plan.target,
+        USER_SERVICE_TOKEN=admin_token,
+        OTEL_EXPORTER_OTLP_ENDPOINT=plan.otlp_endpoint,
+    )
+    print(
+        "\n$ USER_SERVICE_CLIENT_SECRET=... user-service login"
+        f" --client-id {credentials.secrets['reader'][0]}  (a reader's token, for a refused delete)"
+    )
+    reader_token = login(plan.target, *credentials.secrets["reader"])
+    result = _walkthrough(plan, reader_token)
+    result = result or _load_run(plan, credentials, DEMO_REPORTS)
+    _summary(plan, prometheus, jaeger)
+    print(f"\n== time to first trace: {to_first_trace:.1f} s (goal: 10 s)")
+    if stack is not None:
+        _print_memory(stack)
+    print(
+        "\nThe stack is still running: `make status` shows it, `make load` drives it again,"
+        " `make down` stops it."
+    )
+    return result
 
 
-class LogTap:
-    """Prints the server's log lines as they come — except while muted (the load run would
-    print thousands of access lines), then it says how many it held back."""
-
-    def __init__(self, server: subprocess.Popen[str]) -> None:
-        self._muted = threading.Event()
-        self._held_back = 0
-        self._thread = threading.Thread(target=self._copy, args=(server,), daemon=True)
-        self._thread.start()
-
-    def _copy(self, server: subprocess.Popen[str]) -> None:
-        assert server.stderr is not None
-        for line in server.stderr:
-            if self._muted.is_set():
-                self._held_back += 1
-            else:
-                print(line, end="", file=sys.stderr, flush=True)
-
-    @contextlib.contextmanager
-    def muted(self) -> Iterator[None]:
-        self._muted.set()
-        try:
-            yield
-        finally:
-            self._muted.clear()
-            print(f"   ({self._held_back} server log lines of the load run not shown)", flush=True)
+def _up(plan: StackPlan, credentials: DevCredentials) -> NativeStack | None:
+    """``make up``; the native stack object (None under Docker, whose memory `docker stats` shows)."""
+    if docker_engine_answers():
+        print("== make up (Docker compose)")
+        subprocess.run([sys.executable, "-m", "scripts.stack", "up", "--engine", "docker"], check=True)
+        return None
+    print(f"== make up (no Docker engine: native processes, logs in {plan.logs})")
+    build_native_binaries()
+    stack = NativeStack(plan, credentials.server_env())
+    try:
+        stack.up()
+    except StackError as error:
+        raise SystemExit(f"!! {error}") from error
+    return stack
 
 
-def _load_run(target: str, client_id: str, secret: str, report_dir: Path) -> int:
-    """A short headless Locust run (what `make load` does) and its per-RPC table."""
-    print("\n== load: 6 s of Locust against the server — a CRUD mix, streams of every kind, 2 subscribers")
+def _load_run(plan: StackPlan, credentials: DevCredentials, report_dir: Path) -> int:
+    """A headless Locust run (what `make load` does) and its per-RPC table."""
+    print(
+        f"\n== load: {LOAD_SECONDS} s of Locust — a CRUD mix, streams of every kind, 2 held subscriptions;"
+        f" {float(SAMPLING):.0%} of calls traced from the load generator on"
+    )
+    client_id, secret = credentials.secrets["admin"]
     env = {
         **os.environ,
-        "USER_SERVICE_TARGET": target,
+        "USER_SERVICE_TARGET": plan.target,
         "USER_SERVICE_CLIENT_ID": client_id,
         "USER_SERVICE_CLIENT_SECRET": secret,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
         "LOAD_SUBSCRIBERS": "2",
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.01",
+        "OTEL_TRACES_SAMPLER_ARG": SAMPLING,
     }
     python = sys.executable
     locust = str(Path(python).with_name("locust"))
-    subprocess.run([python, "-m", "loadtest.seed"], env=env, check=True, timeout=60)
-    command = [
-        locust, "-f", "loadtest/locustfile.py", "--headless", "--only-summary", "--users", "12",
-        "--spawn-rate", "12", "--run-time", "6s", "--stop-timeout", "5", "--processes", "1",
-        "--exit-code-on-error", "0",
-        "--csv", str(report_dir / "locust"), "--html", str(report_dir / "report.html"),
-    ]  # fmt: skip
+    subprocess.run([python, "-m", "loadtest.seed"], env=env, check=True, timeout=60, cwd=REPO)
     report_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(command, env=env, check=True, timeout=120, capture_output=True)
-    print(f"$ {Path(python).name} -m loadtest.report  (the same table `make load` prints)", flush=True)
-    return subprocess.run([python, "-m", "loadtest.report", str(report_dir)], env=env, timeout=60).returncode
+    command = [
+        *(locust, "-f", "loadtest/locustfile.py", "--headless", "--only-summary", "--processes", "1"),
+        *("--users", "20", "--spawn-rate", "20", "--run-time", f"{LOAD_SECONDS}s", "--stop-timeout", "5"),
+        *("--exit-code-on-error", "0", "--csv", str(report_dir / "locust")),
+        *("--html", str(report_dir / "report.html")),
+    ]
+    subprocess.run(command, env=env, check=True, timeout=180, capture_output=True, cwd=REPO)
+    print("\n-- as Locust saw it (`python -m loadtest.report`, the table `make load` prints):", flush=True)
+    return subprocess.run(
+        [python, "-m", "loadtest.report", str(report_dir)], env=env, timeout=60, cwd=REPO
+    ).returncode
 
 
-def _login(target: str, client_id: str, secret: str) -> str:
-    """`user-service login`, with the secret passed through the environment as a user would."""
-    print(f"\n$ USER_SERVICE_CLIENT_SECRET=... user-service login --client-id {client_id} --target {target}")
-    result = subprocess.run(
-        [CLI, "login", "--client-id", client_id, "--target", target],
-        env={**os.environ, "USER_SERVICE_CLIENT_SECRET": secret},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
+def _summary(plan: StackPlan, prometheus: Prometheus, jaeger: Jaeger) -> None:
+    time.sleep(6)  # one scrape and one span-metrics flush after the run's last calls
+    # Counters grow only during the run: their increase over a window that covers it (and the
+    # scrape after it), divided by the run's length, is the run's rate.
+    window = LOAD_SECONDS + 15
+    print(f"\n-- as Prometheus saw it ({plan.prometheus_url}; the run's {LOAD_SECONDS} s):")
+    _print_server_view(prometheus, window)
+    traces = jaeger.traces("user-service-loadgen", limit=10_000)
+    print(f"\n-- in Jaeger ({plan.jaeger_url}/api/traces?service=user-service-loadgen): {len(traces)} traces")
+    example = eventually(lambda: end_to_end_trace(jaeger), timeout=15)
+    if example:
+        print(f"\n-- one of them, {example[0].trace_id}: load generator → server → store")
+        print(_indent(format_tree(example)))
+    _print_slowest_exemplar(prometheus, jaeger, plan, window)
+
+
+def _print_server_view(prometheus: Prometheus, window: int) -> None:
+    selector = 'grpc_service="user.v1.UserService"'
+    rates = prometheus.query(
+        "sum by (grpc_type, grpc_method)"
+        f" (increase(grpc_server_handled_total{{{selector}}}[{window}s])) / {LOAD_SECONDS}"
     )
-    response = json.loads(result.stdout)
-    print(f"   token for roles {response['roles']}, expires {response['expire_time']} (not shown)")
-    return str(response["access_token"])
+    quantiles = {
+        q: {
+            sample["metric"]["grpc_method"]: float(sample["value"][1])
+            for sample in prometheus.query(
+                f"histogram_quantile({q}, sum by (grpc_method, le)"
+                f" (increase(grpc_server_handling_seconds_bucket{{{selector}}}[{window}s])))"
+            )
+        }
+        for q in (0.5, 0.95, 0.99)
+    }
+    print(f"   {'type':<14}{'method':<20}{'req/s':>8}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}")
+    for sample in sorted(rates, key=lambda s: (s["metric"]["grpc_type"], s["metric"]["grpc_method"])):
+        method, kind = sample["metric"]["grpc_method"], sample["metric"]["grpc_type"]
+        shown = [quantiles[q].get(method, float("nan")) * 1000 for q in (0.5, 0.95, 0.99)]
+        streams = "  (streams: time held open)" if kind == "server_stream" else ""
+        print(
+            f"   {kind:<14}{method:<20}{float(sample['value'][1]):>8.1f}"
+            + "".join(f"{value:>9.1f}" for value in shown)
+            + streams
+        )
 
 
-def _walkthrough(target: str, reader_token: str) -> int:
-    base = ["--target", target]
-    print("\n== subscriber: replays history from event 0, then follows live events")
+def _print_slowest_exemplar(prometheus: Prometheus, jaeger: Jaeger, plan: StackPlan, window: int) -> None:
+    exemplars = prometheus.exemplars(
+        'grpc_server_handling_seconds_bucket{grpc_service="user.v1.UserService", grpc_type="unary"}',
+        window + 30,
+    )
+    for exemplar in sorted(exemplars, key=lambda e: float(e["value"]), reverse=True)[:10]:
+        trace = jaeger.trace(exemplar["labels"]["trace_id"])
+        if trace:
+            method = exemplar["series"]["grpc_method"]
+            print(
+                f"\n-- the slowest exemplar: {method} took {float(exemplar['value']) * 1000:.1f} ms"
+                f" (bucket le={exemplar['series']['le']});"
+                f" its trace, {plan.jaeger_url}/api/traces/{trace[0].trace_id}:"
+            )
+            print(_indent(format_tree(trace)))
+            return
+    print("!! no exemplar with a trace in Jaeger", file=sys.stderr)
+
+
+def _print_memory(stack: NativeStack) -> None:
+    print("\n== memory after the load run (resident set):")
+    total = 0
+    for state in stack.status():
+        rss = state.rss_bytes or 0
+        total += rss
+        print(f"   {state.name:<15}{rss / 2**20:>7.0f} MiB")
+    print(f"   {'total':<15}{total / 2**20:>7.0f} MiB")
+
+
+def _indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())
+
+
+def _walkthrough(plan: StackPlan, reader_token: str) -> int:
+    """Every RPC through the CLI. Works on a store that already holds data (the stack keeps
+    it across runs): addresses are unique to this run, the subscriber follows live events."""
+    base = ["--target", plan.target]
+    tag = secrets.token_hex(3)
+    print("\n== subscriber: follows live change events")
+    subscribers = _subscribers(plan)
     subscriber = subprocess.Popen(
-        [CLI, "subscribe", "--since", "0", "--limit", str(EXPECTED_EVENTS), "--timeout", "30", *base],
+        [CLI, "subscribe", "--limit", str(EXPECTED_EVENTS), "--timeout", "30", *base],
         stdout=subprocess.PIPE,
         text=True,
     )
     events: list[dict[str, Any]] = []
     reader = threading.Thread(target=_follow, args=(subscriber, events), daemon=True)
     reader.start()
+    # Subscribed once the service counts it (its /metrics): then no event can be missed.
+    if not eventually(lambda: _subscribers(plan) > subscribers, timeout=10):
+        print("!! the subscriber did not get through", file=sys.stderr)
+        return 1
 
-    alice = _cli("create", "--name", "Alice", "--email", "alice@example.com", *base)["user"]
-    bob = _cli("create", "--name", "Bob", "--email", "bob@example.com", *base)["user"]
+    alice = _cli("create", "--name", "Alice", "--email", f"alice.{tag}@example.com", *base)["user"]
+    bob = _cli("create", "--name", "Bob", "--email", f"bob.{tag}@example.com", *base)["user"]
     _cli("get", alice["id"], *base)
-    _cli("list", "--page-size", "1", *base)
-    _cli("list", "--all", *base)
+    first_page = _cli("list", "--page-size", "1", *base)
+    _cli("list", "--page-size", "1", "--page-token", first_page["next_page_token"], *base)
     _cli("update", alice["id"], "--name", "Alice Liddell", "--etag", alice["etag"], *base)
     _cli("update", alice["id"], "--name", "Stale write", "--etag", alice["etag"], *base, expect="ABORTED")
     _cli("delete", bob["id"], *base, "--token", reader_token, expect="PERMISSION_DENIED")
@@ -179,9 +241,9 @@ def _walkthrough(target: str, reader_token: str) -> int:
     batch = "".join(
         json.dumps(user) + "\n"
         for user in (
-            {"name": "Carol", "email": "carol@example.com"},
-            {"name": "Dave", "email": "dave@example.com"},
-            {"name": "Alice again", "email": "alice@example.com"},
+            {"name": "Carol", "email": f"carol.{tag}@example.com"},
+            {"name": "Dave", "email": f"dave.{tag}@example.com"},
+            {"name": "Alice again", "email": f"alice.{tag}@example.com"},
         )
     )
     created = _cli("batch-create", *base, stdin=batch)
@@ -195,11 +257,24 @@ def _walkthrough(target: str, reader_token: str) -> int:
     subscriber.wait(timeout=30)
     reader.join(timeout=5)
     event_ids = [int(event["event_id"]) for event in events]
-    if event_ids != list(range(1, EXPECTED_EVENTS + 1)) or subscriber.returncode != 0:
-        print(f"!! subscriber saw events {event_ids}, expected 1..{EXPECTED_EVENTS}", file=sys.stderr)
+    expected = list(range(event_ids[0], event_ids[0] + EXPECTED_EVENTS)) if event_ids else []
+    if event_ids != expected or len(event_ids) != EXPECTED_EVENTS or subscriber.returncode != 0:
+        print(
+            f"!! subscriber saw events {event_ids}, expected {EXPECTED_EVENTS} consecutive ones",
+            file=sys.stderr,
+        )
         return 1
     print(f"\n== subscriber received all {EXPECTED_EVENTS} events, in event_id order")
     return 0
+
+
+def _subscribers(plan: StackPlan) -> float:
+    """The service's ``user_service_subscribers`` gauge."""
+    with urllib.request.urlopen(plan.metrics_url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("user_service_subscribers "):
+                return float(line.split()[1])
+    return 0.0
 
 
 def _cli(*args: str, expect: str = "OK", stdin: str | None = None) -> Any:
@@ -226,48 +301,6 @@ def _follow(subscriber: subprocess.Popen[str], events: list[dict[str, Any]]) -> 
             f"   [subscriber] event {event['event_id']}: {event['type']} user {event['user']['id']}",
             flush=True,
         )
-
-
-def _print_metrics(url: str) -> None:
-    print(f"\n== {url} (excerpt: go-grpc-middleware series of CreateUser)")
-    with urllib.request.urlopen(url, timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if (
-                line.startswith(("grpc_server_handled_total", "grpc_server_started_total"))
-                and 'grpc_method="CreateUser"' in line
-            ):
-                print("   " + line)
-
-
-def _print_trace(spans: list[ReceivedSpan], root_name: str) -> None:
-    """The trace of the first CLI call named ``root_name``, as an indented tree."""
-    root = next(span for span in spans if span.name == root_name)
-    in_trace = [span for span in spans if span.trace_id == root.trace_id]
-    print(f"\n== trace {root.trace_id} of the first `{root_name}` (as exported over OTLP)")
-
-    def show(span: ReceivedSpan, depth: int) -> None:
-        print(f"   {'  ' * depth}{span.service:<17} {span.kind:<8} {span.name}")
-        for child in in_trace:
-            if child.parent_span_id == span.span_id:
-                show(child, depth + 1)
-
-    show(root, 0)
-
-
-def _wait_until_serving(target: str, deadline_s: float) -> None:
-    deadline = time.monotonic() + deadline_s
-    with grpc.insecure_channel(target) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                response = health.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    print(f"== server is SERVING on {target}")
-                    return
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
 
 
 if __name__ == "__main__":

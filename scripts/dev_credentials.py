@@ -34,10 +34,13 @@ class DevCredentials:
 
 
 def write_dev_credentials(directory: Path) -> DevCredentials:
+    """The directory is its owner's alone (0700); the files in it are readable by all (0644)
+    because compose bind-mounts them as secrets with their host mode into containers that run
+    as another uid (docker-compose.yml). Only the owner can reach them through the directory."""
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
     jwt_secret_file = directory / "jwt.secret"
     jwt_secret_file.write_text(secrets.token_hex(32))
-    jwt_secret_file.chmod(0o600)
     plain = {role: (f"dev-{role}", secrets.token_urlsafe(24)) for role in ROLES}
     clients = [
         {"id": cid, "secret_hash": hash_secret(secret), "roles": [role]}
@@ -49,8 +52,20 @@ def write_dev_credentials(directory: Path) -> DevCredentials:
     secrets_file.write_text(
         json.dumps({role: {"client_id": c, "client_secret": s} for role, (c, s) in plain.items()}, indent=2)
     )
-    secrets_file.chmod(0o600)
+    for file in (jwt_secret_file, clients_file, secrets_file):
+        file.chmod(0o644)
     return DevCredentials(jwt_secret_file, clients_file, plain)
+
+
+def ensure_dev_credentials(directory: Path) -> DevCredentials:
+    """The credentials in ``directory``, generated first if it has none (``make up`` keeps the
+    ones a developer already logs in with)."""
+    secrets_file = directory / "client-secrets.json"
+    if not secrets_file.exists():
+        return write_dev_credentials(directory)
+    saved = json.loads(secrets_file.read_text())
+    plain = {role: (entry["client_id"], entry["client_secret"]) for role, entry in saved.items()}
+    return DevCredentials(directory / "jwt.secret", directory / "clients.json", plain)
 
 
 def main() -> None:

@@ -62,13 +62,3 @@ def test_unreachable_server_fails_within_the_deadline() -> None:
     result = cli("get", "1", "--target", "127.0.0.1:9", "--timeout", "0.5", check=False)
     assert result.returncode == 1
     assert json.loads(result.stderr)["error"]["code"] in {"UNAVAILABLE", "DEADLINE_EXCEEDED"}
-
-
-def test_make_demo_script_runs_to_completion() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "scripts.demo"], cwd=REPO, capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "subscriber received all 6 events" in result.stdout
-    assert "SERVER   /user.v1.UserService/CreateUser" in result.stdout, "the demo shows the call's trace"
-    assert 'grpc_server_handled_total{grpc_code="OK"' in result.stdout

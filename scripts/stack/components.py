@@ -1,0 +1,154 @@
+"""The native stack's processes: what each one runs, with which environment, and how to tell
+it is ready. The configuration files are the repository's own (the ones compose mounts); only
+addresses differ, passed as the environment variables those files read."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from scripts.stack.plan import REPO, StackPlan
+
+TOOLS_DIR = Path(os.environ.get("TOOLS_DIR", Path.home() / ".cache/user-service/tools/bin"))
+
+
+@dataclass(frozen=True)
+class Component:
+    name: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    url: str  # what a user opens or queries
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def components(plan: StackPlan, service_env: dict[str, str]) -> list[Component]:
+    """In start order: the trace store first, so the Collector's first export finds it."""
+    ports = plan.ports
+    loopback = "127.0.0.1"
+    return [
+        Component(
+            "jaeger",
+            [_binary("jaeger"), "--config", str(REPO / "jaeger/config.yaml")],
+            ready=lambda: _http_ok(f"http://{loopback}:{ports.jaeger_health}/status"),
+            url=f"http://{loopback}:{ports.jaeger_query} (HTTP API; the UI assets are not in the Go module)",
+            env={
+                "JAEGER_OTLP_GRPC_ENDPOINT": f"{loopback}:{ports.jaeger_otlp}",
+                "JAEGER_HEALTH_ENDPOINT": f"{loopback}:{ports.jaeger_health}",
+                "JAEGER_QUERY_HTTP_ENDPOINT": f"{loopback}:{ports.jaeger_query}",
+                "JAEGER_QUERY_GRPC_ENDPOINT": f"{loopback}:{ports.jaeger_query_grpc}",
+                "JAEGER_METRICS_HOST": loopback,
+                "JAEGER_METRICS_PORT": str(ports.jaeger_metrics),
+            },
+        ),
+        Component(
+            "otel-collector",
+            [_binary("otelcol-user-service"), "--config", str(REPO / "otel-collector/config.yaml")],
+            ready=lambda: _http_ok(f"http://{loopback}:{ports.collector_health}/"),
+            url=f"{loopback}:{ports.otlp_grpc} (OTLP gRPC), :{ports.otlp_http} (OTLP HTTP)",
+            env={
+                "OTELCOL_OTLP_GRPC_ENDPOINT": f"{loopback}:{ports.otlp_grpc}",
+                "OTELCOL_OTLP_HTTP_ENDPOINT": f"{loopback}:{ports.otlp_http}",
+                "OTELCOL_HEALTH_ENDPOINT": f"{loopback}:{ports.collector_health}",
+                "OTELCOL_JAEGER_ENDPOINT": f"{loopback}:{ports.jaeger_otlp}",
+                "OTELCOL_PROMETHEUS_ENDPOINT": f"{loopback}:{ports.span_metrics}",
+                "OTELCOL_METRICS_HOST": loopback,
+                "OTELCOL_METRICS_PORT": str(ports.collector_metrics),
+            },
+        ),
+        Component(
+            "prometheus",
+            [
+                _binary("prometheus"),
+                f"--config.file={_prometheus_config(plan)}",
+                f"--storage.tsdb.path={plan.run_dir / 'prometheus/data'}",
+                "--storage.tsdb.retention.time=2d",
+                f"--web.listen-address={loopback}:{ports.prometheus}",
+                "--enable-feature=exemplar-storage",
+            ],
+            ready=lambda: _http_ok(f"http://{loopback}:{ports.prometheus}/-/ready"),
+            url=f"http://{loopback}:{ports.prometheus} (HTTP API; this Go build has no web UI)",
+        ),
+        Component(
+            "user-service",
+            [
+                str(Path(sys.executable).with_name("user-service")),
+                *(
+                    "serve",
+                    "--host",
+                    loopback,
+                    "--port",
+                    str(ports.grpc),
+                    "--metrics-port",
+                    str(ports.metrics),
+                ),
+            ],
+            ready=lambda: _serving(plan.target),
+            url=f"{plan.target} (gRPC), {plan.metrics_url}",
+            env={
+                "USER_SERVICE_DATABASE_URL": f"sqlite:///{plan.run_dir / 'data/users.db'}",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
+                # Export every second (the SDK's default: 5 s) so a call is in Jaeger within
+                # about two seconds; as in docker-compose.yml.
+                "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+                **service_env,
+            },
+        ),
+    ]
+
+
+def _binary(name: str) -> str:
+    path = TOOLS_DIR / name
+    if not path.exists():
+        found = shutil.which(name)
+        if found is None:
+            raise SystemExit(f"{name} is not built: run `make tools` (scripts/install-tools.sh stack)")
+        return found
+    return str(path)
+
+
+def _prometheus_config(plan: StackPlan) -> Path:
+    """The repository's prometheus.yml and rules (linked, so edits apply on a restart), with
+    file_sd targets of this stack's loopback ports instead of the compose service names."""
+    folder = plan.run_dir / "prometheus"
+    (folder / "targets").mkdir(parents=True, exist_ok=True)
+    for name in ("prometheus.yml", "rules"):
+        link = folder / name
+        link.unlink(missing_ok=True)
+        link.symlink_to(REPO / "prometheus" / name)
+    ports = plan.ports
+    targets = {
+        "user-service": ports.metrics,
+        "otel-collector-exporter": ports.span_metrics,
+        "otel-collector": ports.collector_metrics,
+        "jaeger": ports.jaeger_metrics,
+        "prometheus": ports.prometheus,
+    }
+    for job, port in targets.items():
+        (folder / "targets" / f"{job}.yml").write_text(f'- targets: ["127.0.0.1:{port}"]\n')
+    return folder / "prometheus.yml"
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _serving(target: str) -> bool:
+    """The gRPC health protocol, as compose's healthcheck and Kubernetes' probes ask it."""
+    with grpc.insecure_channel(target) as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,165 @@
+"""Reading the stack back: Prometheus's and Jaeger's HTTP APIs, as the demo summary and the
+end-to-end tests use them (natively there is no Grafana or Jaeger UI; these are what they call)."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def _get(url: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.load(response)
+
+
+class Prometheus:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """An instant query's samples: ``[{"metric": {...}, "value": [ts, "1.5"]}, ...]``."""
+        body = _get(f"{self.url}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+        if body["status"] != "success":
+            raise RuntimeError(f"{expr}: {body}")
+        return list(body["data"]["result"])
+
+    def rules(self) -> dict[str, Any]:
+        """The loaded rule groups with each rule's health and state (/api/v1/rules)."""
+        return dict(_get(f"{self.url}/api/v1/rules")["data"])
+
+    def scalar(self, expr: str) -> float | None:
+        samples = self.query(expr)
+        return float(samples[0]["value"][1]) if samples else None
+
+    def exemplars(self, expr: str, seconds: float = 900) -> list[dict[str, Any]]:
+        """Exemplars of the series ``expr`` selects over the last ``seconds``, flattened:
+        ``[{"labels": {"trace_id": ...}, "value": "0.25", "timestamp": ...,
+        "series": {...}}]``."""
+        now = time.time()
+        params = urllib.parse.urlencode({"query": expr, "start": now - seconds, "end": now})
+        body = _get(f"{self.url}/api/v1/query_exemplars?{params}")
+        return [
+            {**exemplar, "series": group["seriesLabels"]}
+            for group in body["data"]
+            for exemplar in group["exemplars"]
+        ]
+
+
+@dataclass(frozen=True)
+class Span:
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    service: str
+    name: str
+    kind: str
+    duration_us: int
+
+
+class Jaeger:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def services(self) -> list[str]:
+        return list(_get(f"{self.url}/api/services")["data"] or [])
+
+    def traces(self, service: str, *, limit: int = 20, operation: str | None = None) -> list[list[Span]]:
+        params = {"service": service, "limit": str(limit), "lookback": "1h"}
+        if operation:
+            params["operation"] = operation
+        body = _get(f"{self.url}/api/traces?{urllib.parse.urlencode(params)}")
+        return [_spans(trace) for trace in body["data"] or []]
+
+    def trace(self, trace_id: str) -> list[Span] | None:
+        try:
+            body = _get(f"{self.url}/api/traces/{trace_id}")
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                return None
+            raise
+        traces = body["data"] or []
+        return _spans(traces[0]) if traces else None
+
+
+def _spans(trace: dict[str, Any]) -> list[Span]:
+    processes = trace["processes"]
+    spans = []
+    for span in trace["spans"]:
+        parent = next((ref["spanID"] for ref in span["references"] if ref["refType"] == "CHILD_OF"), None)
+        kind = next((tag["value"] for tag in span["tags"] if tag["key"] == "span.kind"), "")
+        spans.append(
+            Span(
+                trace_id=span["traceID"],
+                span_id=span["spanID"],
+                parent_id=parent,
+                service=processes[span["processID"]]["serviceName"],
+                name=span["operationName"],
+                kind=kind,
+                duration_us=span["duration"],
+            )
+        )
+    return spans
+
+
+STORE_SPAN = re.compile(r"^(SELECT|INSERT|UPDATE|DELETE) users$")
+
+
+def end_to_end_trace(jaeger: Jaeger, client_service: str = "user-service-loadgen") -> list[Span] | None:
+    """A recent trace in which a client span of ``client_service`` is the parent of the
+    service's server span, which has store spans below it; None if there is none yet."""
+    for spans in jaeger.traces(client_service, limit=50):
+        by_id = {span.span_id: span for span in spans}
+        for span in spans:
+            parent = by_id.get(span.parent_id or "")
+            if (
+                span.service == "user-service"
+                and span.kind == "server"
+                and parent is not None
+                and parent.service == client_service
+                and parent.kind == "client"
+                and any(STORE_SPAN.match(child.name) and child.parent_id == span.span_id for child in spans)
+            ):
+                return spans
+    return None
+
+
+def tree(spans: list[Span]) -> Iterator[tuple[int, Span]]:
+    """(depth, span) in depth-first order from the trace's root(s), children by start order."""
+    ids = {span.span_id for span in spans}
+    children: dict[str | None, list[Span]] = {}
+    for span in spans:
+        children.setdefault(span.parent_id if span.parent_id in ids else None, []).append(span)
+
+    def walk(parent: str | None, depth: int) -> Iterator[tuple[int, Span]]:
+        for span in children.get(parent, []):
+            yield depth, span
+            yield from walk(span.span_id, depth + 1)
+
+    yield from walk(None, 0)
+
+
+def format_tree(spans: list[Span]) -> str:
+    return "\n".join(
+        f"{'  ' * depth}{span.service:<22} {span.kind:<8} {span.name}  {span.duration_us / 1000:.1f} ms"
+        for depth, span in tree(spans)
+    )
+
+
+def eventually(probe: Callable[[], T | None], timeout: float, interval: float = 0.25) -> T | None:
+    """``probe()``'s first truthy result within ``timeout`` seconds, else None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(interval)

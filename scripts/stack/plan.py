@@ -1,0 +1,90 @@
+"""Where a native stack lives: its folder, its ports, its URLs — saved with it, so that
+``make status``, ``make down`` and the demo find a stack started by someone else."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tests.support.processes import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+# Where `make up` keeps the native stack; STACK_RUN_DIR puts another one elsewhere (the tests).
+DEFAULT_RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", REPO / ".stack"))
+CREDENTIALS_DIR = REPO / ".dev" / "credentials"
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    """The compose defaults where they do not clash on one host; Jaeger's OTLP, health and
+    metrics ports move (the Collector holds 4317, 13133 and 8888). All below 32768."""
+
+    grpc: int = 50051
+    metrics: int = 9464
+    otlp_grpc: int = 4317
+    otlp_http: int = 4318
+    collector_metrics: int = 8888
+    span_metrics: int = 8889
+    collector_health: int = 13133
+    jaeger_query: int = 16686
+    jaeger_query_grpc: int = 16685
+    jaeger_otlp: int = 14317
+    jaeger_health: int = 14133
+    jaeger_metrics: int = 14269
+    prometheus: int = 9090
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Free ports for every component: a test's stack beside a developer's."""
+        ports: set[int] = set()
+        while len(ports) < len(cls.__dataclass_fields__):
+            ports.add(free_port())
+        return cls(*sorted(ports))
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    run_dir: Path = DEFAULT_RUN_DIR
+    ports: StackPorts = field(default_factory=StackPorts)
+    credentials_dir: Path = CREDENTIALS_DIR
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.metrics}/metrics"
+
+    @property
+    def otlp_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports.otlp_grpc}"
+
+    @property
+    def jaeger_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.jaeger_query}"
+
+    @property
+    def prometheus_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    @property
+    def logs(self) -> Path:
+        return self.run_dir / "logs"
+
+    def save(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "plan.json").write_text(
+            json.dumps({"ports": asdict(self.ports), "credentials_dir": str(self.credentials_dir)}, indent=2)
+        )
+
+    @classmethod
+    def load(cls, run_dir: Path = DEFAULT_RUN_DIR) -> StackPlan:
+        """The plan a stack in ``run_dir`` was started with; the defaults if there is none."""
+        saved = run_dir / "plan.json"
+        if not saved.exists():
+            return cls(run_dir)
+        data = json.loads(saved.read_text())
+        return cls(run_dir, StackPorts(**data["ports"]), Path(data["credentials_dir"]))

@@ -1,0 +1,35 @@
+"""Calls into the running stack that the demo and the tests both make: a login, and a call
+whose trace id the caller chose (so it can then look for exactly that trace in Jaeger)."""
+
+from __future__ import annotations
+
+import secrets
+
+import grpc
+
+from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+
+
+def login(target: str, client_id: str, client_secret: str) -> str:
+    with grpc.insecure_channel(target) as channel:
+        response = auth_pb2_grpc.AuthServiceStub(channel).Login(
+            auth_pb2.LoginRequest(client_id=client_id, client_secret=client_secret), timeout=10
+        )
+    return str(response.access_token)
+
+
+def traced_call(target: str, token: str) -> str:
+    """One ListUsers call carrying a sampled W3C ``traceparent`` with a fresh trace id, which
+    the service continues; returns that id."""
+    trace_id = secrets.token_hex(16)
+    with grpc.insecure_channel(target) as channel:
+        user_pb2_grpc.UserServiceStub(channel).ListUsers(
+            user_pb2.ListUsersRequest(page_size=1),
+            metadata=(
+                ("authorization", f"Bearer {token}"),
+                ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),
+            ),
+            timeout=10,
+        )
+    return trace_id

@@ -1,0 +1,163 @@
+"""The stack's configuration, checked by the tools of the pinned versions themselves — no
+stack needed: promtool (config, rules, rule unit tests), the built Collector's and Jaeger's
+``validate``, the builds' module versions against .env, the dashboards against their generator
+and the provisioned datasources."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts.stack.plan import REPO
+from tests.conftest import require_tool
+from tests.stack.conftest import env_versions
+
+
+def run(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_prometheus_config_is_valid() -> None:
+    """promtool accepts prometheus.yml and the rule files it loads."""
+    result = run(require_tool("promtool"), "check", "config", "prometheus/prometheus.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_are_valid() -> None:
+    result = run(
+        require_tool("promtool"),
+        "check",
+        "rules",
+        *sorted(map(str, (REPO / "prometheus/rules").glob("*.yml"))),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_unit_tests_pass() -> None:
+    """Each alert fires on its input and stays silent on healthy input (tests/alerts.test.yml)."""
+    result = run(require_tool("promtool"), "test", "rules", "prometheus/tests/alerts.test.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_alert_has_a_firing_and_a_silent_test() -> None:
+    alerts = {
+        rule["alert"]
+        for path in (REPO / "prometheus/rules").glob("*.yml")
+        for group in yaml.safe_load(path.read_text())["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+    cases = [
+        case
+        for test in yaml.safe_load((REPO / "prometheus/tests/alerts.test.yml").read_text())["tests"]
+        for case in test.get("alert_rule_test", [])
+    ]
+    firing = {case["alertname"] for case in cases if case.get("exp_alerts")}
+    silent = {case["alertname"] for case in cases if not case.get("exp_alerts")}
+    assert alerts == firing, f"alerts without a firing test: {alerts - firing}"
+    assert alerts == silent, f"alerts without a must-not-fire test: {alerts - silent}"
+
+
+def test_collector_config_is_valid_for_the_built_collector() -> None:
+    result = run(require_tool("otelcol-user-service"), "validate", "--config", "otel-collector/config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_collector_is_built_from_exactly_the_components_its_config_uses() -> None:
+    """The builder manifest lists what the config uses — no more (build time, size), no less."""
+    result = run(require_tool("otelcol-user-service"), "components")
+    built = yaml.safe_load(result.stdout)
+    config = yaml.safe_load((REPO / "otel-collector/config.yaml").read_text())
+    for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+        used = {name.split("/")[0] for name in config.get(kind, {})}
+        available = {component["name"] for component in built.get(kind) or []}
+        assert used == available, f"{kind}: config uses {used}, the build has {available}"
+
+
+def test_jaeger_config_is_valid() -> None:
+    result = run(require_tool("jaeger"), "validate", "--config", "jaeger/config.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def module_versions(binary: str) -> dict[str, str]:
+    """The Go module versions compiled into a binary (its build info)."""
+    output = run("go", "version", "-m", binary).stdout
+    return {
+        parts[1]: parts[2]
+        for parts in (line.split() for line in output.splitlines())
+        if parts[0] in ("mod", "dep")
+    }
+
+
+def test_native_builds_are_the_versions_in_env() -> None:
+    """The binaries the native stack runs were built from exactly the versions .env pins (the
+    ones docker-compose.yml's image tags use)."""
+    versions = env_versions()
+    jaeger = module_versions(require_tool("jaeger"))
+    assert jaeger["github.com/jaegertracing/jaeger"] == versions["JAEGER_MODULE_VERSION"]
+    for tool in ("prometheus", "promtool"):
+        built = module_versions(require_tool(tool))
+        assert built["github.com/prometheus/prometheus"] == versions["PROMETHEUS_MODULE_VERSION"]
+    # Prometheus 3.x is module v0.3xx: 3.16.0 <-> v0.316.0.
+    major, minor, patch = versions["PROMETHEUS_VERSION"].split(".")
+    assert versions["PROMETHEUS_MODULE_VERSION"] == f"v0.{int(major) * 100 + int(minor)}.{patch}"
+    collector = module_versions(require_tool("otelcol-user-service"))
+    assert (
+        collector["go.opentelemetry.io/collector/receiver/otlpreceiver"] == f"v{versions['OTELCOL_VERSION']}"
+    )
+    contrib = "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
+    assert collector[contrib] == f"v{versions['OTELCOL_CONTRIB_VERSION']}"
+
+
+def test_builder_manifest_pins_the_versions_in_env() -> None:
+    versions = env_versions()
+    manifest = (REPO / "otel-collector/builder-config.yaml").read_text()
+    pinned = re.findall(r"gomod: (\S+) (v\S+)", manifest)
+    assert pinned
+    for module, version in pinned:
+        expected = versions["OTELCOL_CONTRIB_VERSION" if "collector-contrib" in module else "OTELCOL_VERSION"]
+        assert version == f"v{expected}", module
+
+
+def test_dashboards_are_what_their_generator_writes() -> None:
+    """The committed JSON (and PANELS.md) is exactly what scripts/dashboards.py generates."""
+    result = run(sys.executable, "-m", "scripts.dashboards", "--check")
+    assert result.returncode == 0, result.stderr
+
+
+def datasource_uids(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["datasource"]["uid"]} if isinstance(node.get("datasource"), dict) else set()
+        return found.union(*(datasource_uids(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(datasource_uids(item) for item in node))
+    return set()
+
+
+@pytest.mark.parametrize(
+    "dashboard", sorted((REPO / "grafana/dashboards").glob("*.json")), ids=lambda p: p.stem
+)
+def test_dashboard_datasources_are_provisioned(dashboard: Path) -> None:
+    provisioned = yaml.safe_load((REPO / "grafana/provisioning/datasources/datasources.yml").read_text())
+    uids = {source["uid"] for source in provisioned["datasources"]}
+    board = json.loads(dashboard.read_text())
+    used = datasource_uids(board)
+    assert used, "no panel names a datasource"
+    assert used <= uids
+    # Grafana 12's dashboard model (the Foundation SDK's target); Grafana migrates older ones.
+    assert board["schemaVersion"] == 41
+
+
+def test_exemplar_links_go_to_the_jaeger_datasource() -> None:
+    provisioned = yaml.safe_load((REPO / "grafana/provisioning/datasources/datasources.yml").read_text())
+    by_uid = {source["uid"]: source for source in provisioned["datasources"]}
+    (link,) = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
+    assert link == {"name": "trace_id", "datasourceUid": "jaeger"}
+    assert by_uid["jaeger"]["type"] == "jaeger"

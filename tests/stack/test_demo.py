@@ -1,0 +1,48 @@
+"""`make demo`, the README's first command, as a user runs it — on a stack of its own (free
+ports, a temporary folder), stopped afterwards."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from scripts.stack.plan import REPO, StackPlan, StackPorts
+from tests.stack.conftest import require_stack_binaries
+
+
+def test_make_demo_runs_the_stack_and_reports_what_it_saw(tmp_path: Path) -> None:
+    require_stack_binaries()
+    run_dir = tmp_path / "stack"
+    StackPlan(run_dir, StackPorts.free(), credentials_dir=tmp_path / "credentials").save()
+    env = {**os.environ, "STACK_RUN_DIR": str(run_dir)}
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "scripts.demo"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+    finally:
+        subprocess.run(
+            [sys.executable, "-m", "scripts.stack", "down", "--engine", "native"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "subscriber received all 6 events" in out
+    assert "gate passed" in out, "the Locust table and its gate"
+    assert "as Prometheus saw it" in out
+    assert "   unary         GetUser" in out, "per-RPC rates and quantiles from Prometheus"
+    assert "load generator → server → store" in out
+    assert "user-service-loadgen   client   /user.v1.UserService/" in out, "a trace printed as a tree"
+    assert "the slowest exemplar" in out
+    assert "first trace queryable in Jaeger" in out
+    assert "total" in out.split("memory after the load run")[1], "each component's memory"
