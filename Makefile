@@ -118,8 +118,8 @@ load-ui: setup load-credentials ## the Locust web UI on http://127.0.0.1:8089 ag
 test: setup tools ## the whole test suite against real servers on loopback
 	$(BIN)/pytest
 
-bench: setup tools ## telemetry overhead: unary throughput/latency, bare vs metrics vs tracing
-	$(BIN)/python -m bench.telemetry_overhead
+bench: setup tools ## unary hot path: the service beside the grpc.aio/sync floors, bare and with telemetry (bench/results/unary.md)
+	$(BIN)/python -m bench.telemetry_overhead --write bench/results/unary.md
 
 bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
 	$(BIN)/python -m bench.load_generator

@@ -1,12 +1,14 @@
-"""Unary throughput and latency of one server with and without telemetry, as ratios to bare.
+"""Unary hot path: the service beside the grpc.aio and sync-grpc floors, bare and with
+telemetry, as ratios to the grpc.aio floor and to the bare service.
 
     make bench            # or: python -m bench.telemetry_overhead --duration 8 --rounds 3
 
-Each mode is a fresh server process (same code, configured through the environment) on
-loopback, loaded by ghz (Go, so the load generator costs little of the server's CPU) with
-GetUser calls. Modes run interleaved for several rounds and the median is reported, because
-on a small noisy machine only ratios measured in one run mean anything. Spans go over
-OTLP to a receiver process, so export costs what it costs in production.
+Each subject is a fresh server process on loopback, loaded by ghz (Go, so the load generator
+costs little) with GetUser of an existing user: 32 calls in flight on one connection. With two
+or more cores the server is pinned to core 0 and ghz (and the OTLP receiver spans go to) to
+core 1, so they do not fight over one. Subjects run interleaved for several rounds and the
+median is reported: on a small noisy machine only ratios measured in one run mean anything.
+``--write FILE`` also writes the table as Markdown (make bench: bench/results/unary.md).
 """
 
 from __future__ import annotations
@@ -21,39 +23,55 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from scripts.stack.probes import login
 from tests.support.processes import free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("user-service"))
+PINNED = (os.cpu_count() or 1) >= 2
+SERVER_CPU, LOAD_CPU = "0", "1"
 
-# Authentication is off in every mode: this measures telemetry, and ghz sends no token.
-QUIET = {
-    "USER_SERVICE_ACCESS_LOG": "false",
-    "USER_SERVICE_LOG_LEVEL": "WARNING",
+QUIET = {"USER_SERVICE_ACCESS_LOG": "false", "USER_SERVICE_LOG_LEVEL": "WARNING"}
+BARE = {
+    **QUIET,
     "USER_SERVICE_AUTH_ENABLED": "false",
+    "USER_SERVICE_METRICS_ENABLED": "false",
+    "OTEL_SDK_DISABLED": "true",
 }
-MODES: dict[str, dict[str, str]] = {
-    "bare": {**QUIET, "USER_SERVICE_METRICS_ENABLED": "false", "OTEL_SDK_DISABLED": "true"},
-    "metrics": {**QUIET, "OTEL_SDK_DISABLED": "true"},
-    "tracing 100% + metrics": {**QUIET, "OTEL_TRACES_SAMPLER": "always_on"},
-    "tracing 10% + metrics": {
-        **QUIET,
-        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
-        "OTEL_TRACES_SAMPLER_ARG": "0.1",
-    },
-    "tracing 0% + metrics": {**QUIET, "OTEL_TRACES_SAMPLER": "always_off"},
-    "tracing 100% + metrics + access log": {
-        "USER_SERVICE_AUTH_ENABLED": "false",
-        "USER_SERVICE_LOG_LEVEL": "INFO",
-        "OTEL_TRACES_SAMPLER": "always_on",
-    },
+
+
+@dataclass(frozen=True)
+class Subject:
+    """A server to measure: a floor (``module``) or the service with ``env`` on top of the
+    production defaults (auth on, a token for ghz; access log; metrics; tracing)."""
+
+    module: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def authenticated(self) -> bool:
+        return self.module is None and self.env.get("USER_SERVICE_AUTH_ENABLED") != "false"
+
+
+SUBJECTS: dict[str, Subject] = {
+    "grpc.aio floor": Subject(module="bench.aio_floor"),
+    "sync grpc floor": Subject(module="bench.constant_server"),
+    "service, bare": Subject(env=BARE),
+    "service, metrics only": Subject(
+        env={**QUIET, "USER_SERVICE_AUTH_ENABLED": "false", "OTEL_SDK_DISABLED": "true"}
+    ),
+    "service, production defaults": Subject(),
+    "service, defaults + 100% sampling": Subject(env={"OTEL_TRACES_SAMPLER": "always_on"}),
 }
+FLOOR = "grpc.aio floor"
 
 
 @dataclass
@@ -63,23 +81,25 @@ class Result:
     p99_ms: float
 
 
-def _wait_serving(target: str) -> None:
-    give_up = time.monotonic() + 20
+def _wait_serving(target: str, token: str | None) -> None:
+    """Listening, then the user GetUser asks for exists (the floors answer any id)."""
+    _wait_until_listening(target)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    request = user_pb2.CreateUserRequest(user=user_pb2.User(name="Bench", email="bench@example.com"))
     with grpc.insecure_channel(target) as channel:
-        stub = user_pb2_grpc.UserServiceStub(channel)
-        while True:
-            try:
-                stub.CreateUser(
-                    user_pb2.CreateUserRequest(user=user_pb2.User(name="Bench", email="bench@example.com")),
-                    timeout=1,
-                )
-                return
-            except grpc.RpcError as error:
-                if error.code() == grpc.StatusCode.ALREADY_EXISTS:
-                    return
-                if time.monotonic() > give_up:
-                    raise
-                time.sleep(0.1)
+        try:
+            user_pb2_grpc.UserServiceStub(channel).CreateUser(request, metadata=metadata, timeout=5)
+        except grpc.RpcError as error:
+            if error.code() not in (grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.UNIMPLEMENTED):
+                raise
+
+
+def _health(channel: grpc.Channel) -> bool:
+    try:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+    except grpc.RpcError as error:
+        return error.code() == grpc.StatusCode.UNIMPLEMENTED  # the floors serve no health
+    return True
 
 
 def _protoset(directory: str) -> str:
@@ -99,8 +119,9 @@ class Load:
     protoset: str
 
 
-def _ghz(load: Load, target: str, seconds: float, concurrency: int) -> Result:
+def _ghz(load: Load, target: str, seconds: float, concurrency: int, token: str | None) -> Result:
     command = [
+        *(("taskset", "-c", LOAD_CPU) if PINNED else ()),
         load.ghz,
         "--insecure",
         "--protoset", load.protoset,
@@ -110,6 +131,7 @@ def _ghz(load: Load, target: str, seconds: float, concurrency: int) -> Result:
         "--connections", "1",
         "--duration", f"{seconds:g}s",
         "--format", "json",
+        *(("--metadata", json.dumps({"authorization": f"Bearer {token}"})) if token else ()),
         target,
     ]  # fmt: skip
     report = json.loads(subprocess.run(command, capture_output=True, text=True, check=True).stdout)
@@ -126,82 +148,116 @@ def _ghz(load: Load, target: str, seconds: float, concurrency: int) -> Result:
     return Result(rps=report["rps"], p50_ms=percentiles[50], p99_ms=percentiles[99])
 
 
-def _measure(mode_env: dict[str, str], otlp_endpoint: str, load: Load, args: argparse.Namespace) -> Result:
+def _measure(subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Namespace) -> Result:
     with tempfile.TemporaryDirectory(prefix="user-service-bench-") as data:
         port = free_port()
-        env = {
-            **os.environ,
-            **mode_env,
-            "USER_SERVICE_DATABASE_URL": f"sqlite:///{data}/users.db",
-            "USER_SERVICE_METRICS_PORT": "0",
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint,
-        }
+        credentials: DevCredentials | None = None
+        env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "USER_SERVICE_METRICS_PORT": "0"}
+        if subject.module is not None:
+            command = [sys.executable, "-m", subject.module, str(port)]
+        else:
+            command = [CLI, "serve", "--port", str(port)]
+            env |= {"USER_SERVICE_DATABASE_URL": f"sqlite:///{data}/users.db", **subject.env}
+            if subject.authenticated:
+                credentials = write_dev_credentials(Path(data) / "credentials")
+                env |= credentials.server_env()
+        pin = ("taskset", "-c", SERVER_CPU) if PINNED else ()
         server = subprocess.Popen(
-            [CLI, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*pin, *command], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         try:
             target = f"127.0.0.1:{port}"
-            _wait_serving(target)
-            _ghz(load, target, args.warmup, args.concurrency)
-            return _ghz(load, target, args.duration, args.concurrency)
+            _wait_until_listening(target)
+            token = login(target, *credentials.secrets["admin"]) if credentials is not None else None
+            _wait_serving(target, token)
+            _ghz(load, target, args.warmup, args.concurrency, token)
+            return _ghz(load, target, args.duration, args.concurrency, token)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+
+
+def _wait_until_listening(target: str) -> None:
+    give_up = time.monotonic() + 20
+    with grpc.insecure_channel(target) as channel:
+        while not _health(channel):
+            if time.monotonic() > give_up:
+                raise RuntimeError(f"{target} did not start")
+            time.sleep(0.1)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--duration", type=float, default=8, help="seconds measured per mode and round")
+    parser.add_argument("--duration", type=float, default=8, help="seconds measured per subject and round")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of load before measuring")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument(
-        "--modes", nargs="*", default=list(MODES), help="subset of modes (bare is always run)"
+        "--subjects",
+        nargs="*",
+        default=list(SUBJECTS),
+        help="subset (the aio floor and the bare service always run)",
     )
+    parser.add_argument("--write", type=Path, help="also write the table as Markdown to this file")
     args = parser.parse_args()
     ghz = shutil.which("ghz") or str(Path(os.environ.get("TOOLS_DIR", "")) / "ghz")
-    modes = ["bare", *(m for m in args.modes if m != "bare")]
+    names = list(dict.fromkeys([FLOOR, "service, bare", *args.subjects]))
     port = free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "scripts.otlp_receiver", "--port", str(port)],
+        [
+            *(("taskset", "-c", LOAD_CPU) if PINNED else ()),
+            sys.executable,
+            "-m",
+            "scripts.otlp_receiver",
+            "--port",
+            str(port),
+        ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         text=True,
     )
-    results: dict[str, list[Result]] = {mode: [] for mode in modes}
+    results: dict[str, list[Result]] = {name: [] for name in names}
     scratch = tempfile.TemporaryDirectory(prefix="user-service-bench-")
     load = Load(ghz, _protoset(scratch.name))
     try:
         for round_ in range(1, args.rounds + 1):
-            for mode in modes:
-                result = _measure(MODES[mode], f"http://127.0.0.1:{port}", load, args)
-                results[mode].append(result)
+            for name in names:
+                result = _measure(SUBJECTS[name], f"http://127.0.0.1:{port}", load, args)
+                results[name].append(result)
                 print(
-                    f"round {round_} {mode:<38} {result.rps:8.0f} rps  p50 {result.p50_ms:6.2f} ms",
+                    f"round {round_} {name:<36} {result.rps:8.0f} rps  p99 {result.p99_ms:6.2f} ms",
                     flush=True,
                 )
     finally:
         scratch.cleanup()
         receiver.send_signal(signal.SIGTERM)
         spans_line = receiver.communicate(timeout=30)[0].strip().splitlines()[-1]
-    _report(results, args, spans_line)
+    table = _table(results)
+    placement = "server pinned to core 0, ghz to core 1" if PINNED else "unpinned (one core)"
+    setup = (
+        f"GetUser, {args.concurrency} in flight on one connection,"
+        f" median of {args.rounds} rounds x {args.duration:g} s, {placement}"
+    )
+    print(f"\n{setup}; OTLP receiver: {spans_line}\n\n{table}")
+    if args.write:
+        args.write.parent.mkdir(parents=True, exist_ok=True)
+        args.write.write_text(f"{setup} ({time.strftime('%Y-%m-%d')}, `make bench`).\n\n```\n{table}\n```\n")
     return 0
 
 
-def _report(results: dict[str, list[Result]], args: argparse.Namespace, spans_line: str) -> None:
-    bare = statistics.median(r.rps for r in results["bare"])
-    print(
-        f"\nGetUser, {args.concurrency} concurrent calls on 1 connection, median of {args.rounds} rounds "
-        f"x {args.duration:g}s (OTLP receiver: {spans_line})\n"
-    )
-    print(f"{'mode':<38} {'rps':>8} {'p50 ms':>8} {'p99 ms':>8} {'throughput vs bare':>20}")
-    for mode, runs in results.items():
+def _table(results: dict[str, list[Result]]) -> str:
+    floor = statistics.median(r.rps for r in results[FLOOR])
+    bare = statistics.median(r.rps for r in results["service, bare"])
+    lines = [f"{'server':<36} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'vs aio floor':>13} {'vs bare':>8}"]
+    for name, runs in results.items():
         rps = statistics.median(r.rps for r in runs)
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
-        print(f"{mode:<38} {rps:8.0f} {p50:8.2f} {p99:8.2f} {rps / bare:19.2f}x")
+        vs_bare = f"{rps / bare:7.2f}x" if SUBJECTS[name].module is None else " " * 8
+        lines.append(f"{name:<36} {rps:7.0f} {p50:7.2f} {p99:7.2f} {rps / floor:12.2f}x {vs_bare}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -19,15 +19,21 @@ def _report(module: str, *args: str) -> list[str]:
     return result.stdout.splitlines()
 
 
-def test_benchmark_reports_ratios_to_bare() -> None:
+def test_benchmark_reports_ratios_to_the_grpc_aio_floor(tmp_path: Path) -> None:
     require_tool("ghz")
+    table = tmp_path / "unary.md"
     report = _report(
         "bench.telemetry_overhead",
-        *("--duration", "1", "--warmup", "0.5", "--rounds", "1"),
-        *("--modes", "metrics", "tracing 100% + metrics"),
+        *("--duration", "1", "--warmup", "0.5", "--rounds", "1", "--write", str(table)),
+        *("--subjects", "sync grpc floor", "service, production defaults"),
     )
-    assert any(line.startswith("bare") and line.endswith("1.00x") for line in report)
-    assert any(line.startswith("tracing 100% + metrics") for line in report)
+    assert any(line.startswith("grpc.aio floor") and "1.00x" in line for line in report)
+    assert any(line.startswith("service, bare") and line.endswith("1.00x") for line in report)
+    assert any(line.startswith("service, production defaults") for line in report), (
+        "auth on: ghz sent a token"
+    )
+    assert any(line.startswith("sync grpc floor") for line in report)
+    assert "service, production defaults" in table.read_text()
 
 
 def test_load_generator_benchmark_reports_ratios_to_the_documented_pattern() -> None:

@@ -13,8 +13,7 @@ import os
 import re
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 
 from loadtest.settings import DEV_SECRETS
 from scripts.dev_credentials import write_dev_credentials
+from scripts.stack.observe import eventually
 from tests.conftest import require_tool
 from tests.stack.conftest import env_versions
 from tests.support.processes import ServerProcess, free_port
@@ -355,15 +355,6 @@ def run_check(test: list[str], *replacements: tuple[str, str]) -> int:
     return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode
 
 
-def until(condition: Callable[[], bool], timeout: float = 30.0) -> bool:
-    give_up = time.monotonic() + timeout
-    while time.monotonic() < give_up:
-        if condition():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_load_generator_healthchecks_see_the_web_ui_and_the_master_connection(
     locust_master: tuple[int, int],
 ) -> None:
@@ -376,7 +367,7 @@ def test_load_generator_healthchecks_see_the_web_ui_and_the_master_connection(
     assert f":{5557:04X}'" in worker_test[-1], "the worker's check looks for Locust's worker port"
     this_master = (f":{5557:04X}'", f":{worker_port:04X}'")
 
-    assert until(lambda: run_check(master_test, (":8089/", f":{web_port}/")) == 0)
+    assert eventually(lambda: run_check(master_test, (":8089/", f":{web_port}/")) == 0, timeout=30)
     assert run_check(worker_test, this_master) != 0, "no worker yet"
     worker = subprocess.Popen(
         [
@@ -389,7 +380,9 @@ def test_load_generator_healthchecks_see_the_web_ui_and_the_master_connection(
         stderr=subprocess.DEVNULL,
     )
     try:
-        assert until(lambda: run_check(worker_test, this_master) == 0), "worker never connected"
+        assert eventually(lambda: run_check(worker_test, this_master) == 0, timeout=30), (
+            "worker never connected"
+        )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
