@@ -22,14 +22,30 @@ def login(target: str, client_id: str, client_secret: str) -> str:
 def traced_call(target: str, token: str) -> str:
     """One ListUsers call carrying a sampled W3C ``traceparent`` with a fresh trace id, which
     the service continues; returns that id."""
-    trace_id = secrets.token_hex(16)
+    trace_id, metadata = _traced(token)
     with grpc.insecure_channel(target) as channel:
         user_pb2_grpc.UserServiceStub(channel).ListUsers(
-            user_pb2.ListUsersRequest(page_size=1),
-            metadata=(
-                ("authorization", f"Bearer {token}"),
-                ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"),
-            ),
-            timeout=10,
+            user_pb2.ListUsersRequest(page_size=1), metadata=metadata, timeout=10
         )
     return trace_id
+
+
+def traced_subscription(target: str, token: str, events: int = 3) -> str:
+    """A SubscribeUsers stream, sampled like ``traced_call``, that replays ``events`` events
+    and is then cancelled (its server span ends with the stream); returns the trace id."""
+    trace_id, metadata = _traced(token)
+    with grpc.insecure_channel(target) as channel:
+        stream = user_pb2_grpc.UserServiceStub(channel).SubscribeUsers(
+            user_pb2.SubscribeUsersRequest(since_event_id=0), metadata=metadata, timeout=10
+        )
+        for received, _ in enumerate(stream, start=1):
+            if received >= events:
+                break
+        stream.cancel()
+    return trace_id
+
+
+def _traced(token: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    trace_id = secrets.token_hex(16)
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    return trace_id, (("authorization", f"Bearer {token}"), ("traceparent", traceparent))

@@ -99,12 +99,33 @@ class ServerSettings(BaseSettings):
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one object per line, with trace ids."
     )
-    access_log: bool = Field(True, description="Log one line per RPC.")
+    access_log: Literal["all", "errors_and_slow", "off"] = Field(
+        "errors_and_slow",
+        description="all: a line per RPC; errors_and_slow: RPCs that did not end OK or took longer"
+        " than access_log_slow_ms (true/false mean all/off).",
+    )
+    access_log_slow_ms: Annotated[float, Field(gt=0)] = Field(
+        250.0, description="errors_and_slow logs RPCs that took longer than this too."
+    )
+    trace_sampling_ratio: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.1,
+        description="Share of the traces this server starts (calls without a sampled caller) that"
+        " are recorded; a caller's sampling decision is always followed. OTEL_TRACES_SAMPLER, when"
+        " set, replaces this.",
+    )
     metrics_enabled: bool = Field(True, description="Record Prometheus metrics and serve /metrics.")
     metrics_host: str = Field("127.0.0.1", description="Interface of the /metrics endpoint.")
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = Field(
         9464, description="/metrics port; 0 picks one."
     )
+
+    @field_validator("access_log", mode="before")
+    @classmethod
+    def _access_log_switch(cls, value: object) -> object:
+        """The former switch still works: true = every RPC, false = none."""
+        if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
+            return "all" if str(value).lower() == "true" else "off"
+        return value
 
     @field_validator("database_url")
     @classmethod

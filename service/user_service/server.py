@@ -17,6 +17,7 @@ from user_service.api.interceptors.auth import AuthInterceptor
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
 from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
 from user_service.api.interceptors.recovery import RecoveryInterceptor
+from user_service.api.interceptors.wrapping import ComposedInterceptor, HandlerWrappingInterceptor
 from user_service.api.methods import AUTH_SERVICE, RPC_TABLE, USER_SERVICE, Budget
 from user_service.api.servicer import UserServicer
 from user_service.auth.credentials import ClientRegistry
@@ -77,7 +78,7 @@ class RunningServer:
 
 
 async def start_server(settings: ServerSettings, telemetry: Telemetry | None = None) -> RunningServer:
-    telemetry = telemetry or setup_telemetry(SERVICE_NAME)
+    telemetry = telemetry or setup_telemetry(SERVICE_NAME, sampling_ratio=settings.trace_sampling_ratio)
     # Credentials first: a bad key file fails the start before anything is opened.
     tokens = _token_service(settings) if settings.auth_enabled else None
     clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
@@ -173,20 +174,28 @@ def _interceptors(
         for observer in (
             ServerSpans(telemetry.tracer) if telemetry.tracing else None,
             grpc_metrics,
-            AccessLog() if settings.access_log else None,
+            _access_log(settings),
         )
         if observer is not None
     ]
     budgets = {Budget.AUTHENTICATED: settings.max_concurrent_rpcs, Budget.PUBLIC: settings.max_public_rpcs}
-    interceptors: list[grpc.aio.ServerInterceptor] = [
+    layers: list[HandlerWrappingInterceptor] = [
         RpcObservationInterceptor(observers),
         AdmissionInterceptor(budgets),
         RecoveryInterceptor(),
     ]
     if tokens is not None:
-        interceptors.append(AuthInterceptor(tokens))
-    interceptors.append(RequestDecodingInterceptor())
-    return interceptors
+        layers.append(AuthInterceptor(tokens))
+    layers.append(RequestDecodingInterceptor())
+    return [ComposedInterceptor(layers)]
+
+
+def _access_log(settings: ServerSettings) -> AccessLog | None:
+    if settings.access_log == "off":
+        return None
+    if settings.access_log == "all":
+        return AccessLog()
+    return AccessLog(only_errors_and_slower_than=settings.access_log_slow_ms / 1000)
 
 
 def _token_service(settings: ServerSettings) -> TokenService:

@@ -33,6 +33,7 @@ async def auth_server(start: StartServer, credentials: DevCredentials) -> Runnin
         auth_enabled=True,
         jwt_secret_file=credentials.jwt_secret_file,
         auth_clients_file=credentials.clients_file,
+        access_log="all",  # the identity tests read the caller off successful calls' lines
     )
 
 

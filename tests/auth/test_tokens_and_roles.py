@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -19,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from scripts.dev_credentials import DevCredentials
 from tests.auth.conftest import Login, bearer
 from tests.conftest import StartServer, drain
+from user_service.auth.tokens import InvalidTokenError, TokenKeys, TokenService
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
@@ -230,3 +232,26 @@ async def test_health_and_reflection_need_no_token(auth_channel: grpc.aio.Channe
 
     response = await health_pb2_grpc.HealthStub(auth_channel).Check(health_pb2.HealthCheckRequest())
     assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_remembered_token_still_expires(credentials: DevCredentials) -> None:
+    """Verified tokens are answered from memory, but never past their expiry (plus leeway),
+    and a refused token is never remembered as accepted."""
+    secret = credentials.jwt_secret_file.read_bytes().strip()
+    service = TokenService(
+        TokenKeys.hmac(secret, None),
+        issuer="user-service",
+        audience="user-service",
+        ttl_seconds=60,
+        leeway_seconds=0,
+    )
+    token, _ = service.issue("dev-reader", (), now=time.time() - 58)  # expires within 2 s
+    assert (await service.authenticate(token)).subject == "dev-reader"
+    assert (await service.authenticate(token)).subject == "dev-reader"  # from memory
+    await asyncio.sleep(2.1)
+    with pytest.raises(InvalidTokenError):
+        await service.authenticate(token)
+    forged = token[:-4] + ("AAAA" if not token.endswith("AAAA") else "BBBB")
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError):
+            await service.authenticate(forged)

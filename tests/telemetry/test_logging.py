@@ -13,8 +13,8 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tests.conftest import create_user
-from user_service.gen.user.v1 import user_pb2
+from tests.conftest import StartServer, create_user
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.telemetry.logging import ACCESS_LOGGER, BoundedQueueHandler, configure_logging
 
 if TYPE_CHECKING:
@@ -46,11 +46,11 @@ def read_json_logs() -> Iterator[ReadLogs]:
 
 
 async def test_one_access_line_per_rpc_carrying_the_trace_id(
-    read_json_logs: ReadLogs, stub: Stub, spans: InMemorySpanExporter
+    read_json_logs: ReadLogs, start: StartServer, spans: InMemorySpanExporter
 ) -> None:
-    await create_user(stub, "Private Person", "private@example.com")
-    with pytest.raises(grpc.aio.AioRpcError):
-        await stub.GetUser(user_pb2.GetUserRequest(id=999))
+    server = await start(access_log="all")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        await _create_then_miss(user_pb2_grpc.UserServiceStub(channel))
     access = [line for line in read_json_logs() if line["logger"] == ACCESS_LOGGER]
     assert [(line["rpc_method"], line["grpc_code"]) for line in access] == [
         ("CreateUser", "OK"),
@@ -69,6 +69,30 @@ async def test_one_access_line_per_rpc_carrying_the_trace_id(
     assert create["span_id"] == format(server_span.context.span_id, "016x")
     assert "Private" not in json.dumps(access)
     assert "private@" not in json.dumps(access)
+
+
+async def _create_then_miss(stub: Stub) -> None:
+    await create_user(stub, "Private Person", "private@example.com")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.GetUser(user_pb2.GetUserRequest(id=999))
+
+
+async def test_by_default_only_failed_calls_are_logged(read_json_logs: ReadLogs, start: StartServer) -> None:
+    """The default (errors_and_slow): a failed call is logged, a fast successful one is not."""
+    server = await start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        await _create_then_miss(user_pb2_grpc.UserServiceStub(channel))
+    access = [line for line in read_json_logs() if line["logger"] == ACCESS_LOGGER]
+    assert [(line["rpc_method"], line["grpc_code"]) for line in access] == [("GetUser", "NotFound")]
+
+
+async def test_by_default_slow_calls_are_logged(read_json_logs: ReadLogs, start: StartServer) -> None:
+    """... and so is a successful call slower than access_log_slow_ms."""
+    server = await start(access_log_slow_ms=0.001)  # every call is slower than that
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        await user_pb2_grpc.UserServiceStub(channel).ListUsers(user_pb2.ListUsersRequest())
+    access = [line for line in read_json_logs() if line["logger"] == ACCESS_LOGGER]
+    assert [(line["rpc_method"], line["grpc_code"]) for line in access] == [("ListUsers", "OK")]
 
 
 def test_lines_outside_a_span_have_no_trace_id(read_json_logs: ReadLogs) -> None:

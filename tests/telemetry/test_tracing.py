@@ -9,16 +9,24 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from tests.conftest import create_user, eventually
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import RunningServer
-from user_service.telemetry.tracing import client_interceptors
+from user_service.telemetry.tracing import build_tracer_provider, client_interceptors
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -187,3 +195,23 @@ async def test_health_checks_are_not_traced(server: RunningServer, spans: InMemo
             await health.Check(health_pb2.HealthCheckRequest())
     await asyncio.sleep(0.05)
     assert [s.name for s in spans.get_finished_spans() if "Health" in s.name] == []
+
+
+def test_the_server_samples_its_own_traces_at_its_ratio_and_follows_callers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Head sampling by default (the server's trace_sampling_ratio): traces it starts are kept
+    at that ratio, a caller's sampled trace is always continued; OTEL_TRACES_SAMPLER wins."""
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    tracer = build_tracer_provider("t", MeterProvider(), sampling_ratio=0.0).get_tracer("t")
+    assert not tracer.start_span("root").is_recording()
+    caller = SpanContext(trace_id=1, span_id=1, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    assert tracer.start_span("child", context=set_span_in_context(NonRecordingSpan(caller))).is_recording()
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
+    assert (
+        build_tracer_provider("t", MeterProvider(), sampling_ratio=0.0)
+        .get_tracer("t")
+        .start_span("x")
+        .is_recording()
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -16,10 +16,16 @@ _EVENT_TYPES = {
 }
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def timestamp(moment: datetime) -> Timestamp:
-    message = Timestamp()
-    message.FromDatetime(moment)
-    return message
+    """The same message as ``Timestamp.FromDatetime`` for the store's aware UTC datetimes, at a
+    fraction of its cost (it validates and converts in Python; this is on every response)."""
+    micros = (moment - _EPOCH) // _MICROSECOND
+    seconds, micro = divmod(micros, 1_000_000)
+    return Timestamp(seconds=seconds, nanos=micro * 1000)
 
 
 def user_message(user: User) -> user_pb2.User:

@@ -3,9 +3,17 @@
 Durability: WAL journal with ``synchronous=FULL``, so a write is on disk before it is
 acknowledged and survives ``kill -9`` (and power loss). Concurrency: one writer thread
 (SQLite allows one writer at a time anyway) and a small pool of reader threads, each
-with its own connection; WAL lets readers run while the writer commits. Every
-operation is one function running in one of those threads, so the event loop never
-blocks on disk and a transaction is a single hop.
+with its own connection; WAL lets readers run while the writer commits. Writes, scans
+and anything that can take long run in those threads, so the event loop never waits on
+an fsync or a large read, and a transaction is a single hop.
+
+Point reads by primary key (GetUser, each id of LookupUsers) run on the event loop itself,
+on a connection of their own: a WAL reader never waits for the writer, and such a read
+touches a handful of pages that are almost always in SQLite's or the OS's cache — a few
+microseconds, where the hop to a thread and back costs far more (and, with several
+threads contending for the GIL, most of a call's time). That connection never waits
+either (``busy_timeout=0``): in the rare moments SQLite answers SQLITE_BUSY to a reader
+(WAL index recovery after a crash), the read is retried in a reader thread, which may wait.
 """
 
 from __future__ import annotations
@@ -66,6 +74,7 @@ class SqliteUserStore:
         self._connections_lock = threading.Lock()
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="sqlite-reader")
+        self._loop_reader: sqlite3.Connection | None = None  # point reads on the event loop
 
     @classmethod
     async def open(cls, path: Path, *, readers: int = 4) -> SqliteUserStore:
@@ -73,6 +82,7 @@ class SqliteUserStore:
         store = cls(path, readers=readers)
         await store._write(_create_schema)
         await store._open_readers()
+        store._loop_reader = store._connect(query_only=True, busy_timeout_ms=0)
         return store
 
     async def _open_readers(self) -> None:
@@ -85,6 +95,7 @@ class SqliteUserStore:
         )
 
     async def close(self) -> None:
+        self._loop_reader = None  # closed with the others below
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self._shutdown_threads)
 
@@ -99,6 +110,11 @@ class SqliteUserStore:
     # -- reads ---------------------------------------------------------------
 
     async def get_user(self, *, user_id: int) -> User:
+        if self._loop_reader is not None:
+            try:
+                return _select_user(self._loop_reader, user_id)
+            except sqlite3.OperationalError:  # SQLITE_BUSY: let a reader thread wait for it
+                pass
         return await self._read(_select_user, user_id)
 
     async def list_users(self, *, after_id: int, limit: int) -> list[User]:
@@ -164,12 +180,12 @@ class SqliteUserStore:
             self._local.connection = connection
         return operation(connection, *args)
 
-    def _connect(self, *, query_only: bool) -> sqlite3.Connection:
+    def _connect(self, *, query_only: bool, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; writes use explicit BEGIN IMMEDIATE.
         connection = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=FULL")  # fsync the WAL on every commit
-        connection.execute("PRAGMA busy_timeout=5000")
+        connection.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
         if query_only:
             connection.execute("PRAGMA query_only=ON")
         with self._connections_lock:

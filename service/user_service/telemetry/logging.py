@@ -114,14 +114,18 @@ def configure_logging(
 
 
 class AccessLog:
-    """An ``RpcObserver``: one line per finished RPC (health checks only at DEBUG).
+    """An ``RpcObserver``: a line per finished RPC (health checks only at DEBUG) — or, with
+    ``only_errors_and_slower_than`` (the default configuration), only for RPCs that did not
+    end OK or took longer: what production services at thousands of calls per second log,
+    since a line per call costs more than the call (the metrics count every call anyway).
 
     Fields are what an operator needs — method, type, code, duration, peer, message
     counts — and never request content.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, only_errors_and_slower_than: float | None = None) -> None:
         self._logger = logging.getLogger(ACCESS_LOGGER)
+        self._slow = only_errors_and_slower_than
 
     def started(self, call: RpcCall) -> None:
         return None  # one line per RPC, written when it finishes
@@ -129,6 +133,8 @@ class AccessLog:
     def finished(
         self, call: RpcCall, state: None, code: grpc.StatusCode, duration: float, error: BaseException | None
     ) -> None:
+        if self._slow is not None and code is grpc.StatusCode.OK and duration <= self._slow:
+            return
         level = logging.DEBUG if call.service == _HEALTH_SERVICE else logging.INFO
         if not self._logger.isEnabledFor(level):
             return

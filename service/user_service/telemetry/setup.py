@@ -132,9 +132,11 @@ def setup_telemetry(
     *,
     span_exporter: SpanExporter | None = None,
     span_processor: SpanProcessor | None = None,
+    sampling_ratio: float | None = None,
 ) -> Telemetry:
     """Spans go to OTLP through a batch processor. Tests replace the exporter (still
-    batched) or the whole processor (e.g. synchronous, in memory)."""
+    batched) or the whole processor (e.g. synchronous, in memory). ``sampling_ratio``: see
+    ``build_tracer_provider``."""
     # Let the SDK count its own work (spans exported, dropped for a full queue) unless the
     # operator said otherwise; those counters reach /metrics through the bridge below.
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
@@ -147,6 +149,10 @@ def setup_telemetry(
         shutdown_on_exit=False,
     )
     tracer_provider = build_tracer_provider(
-        service_name, meter_provider, span_exporter=span_exporter, span_processor=span_processor
+        service_name,
+        meter_provider,
+        span_exporter=span_exporter,
+        span_processor=span_processor,
+        sampling_ratio=sampling_ratio,
     )
     return Telemetry(registry, meter_provider, tracer_provider)

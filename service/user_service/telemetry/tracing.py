@@ -11,6 +11,7 @@ This module only supplies defaults for what they leave unset.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Sequence
 
@@ -22,6 +23,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from user_service import __version__
 
@@ -49,8 +51,14 @@ def build_tracer_provider(
     *,
     span_exporter: SpanExporter | None = None,
     span_processor: SpanProcessor | None = None,
+    sampling_ratio: float | None = None,
 ) -> TracerProvider:
     """A provider exporting over OTLP/gRPC through a bounded queue.
+
+    Sampling: ``OTEL_TRACES_SAMPLER`` when set; else, with ``sampling_ratio``, parent-based
+    head sampling — a caller's decision is followed, traces started here are kept at that
+    ratio (the server: 10 %, the cost of a span per call at thousands of calls per second is
+    the largest single item of telemetry); else the SDK's default, every trace (the CLI).
 
     ``BatchSpanProcessor`` never blocks the caller: when its queue (OTEL_BSP_MAX_QUEUE_SIZE,
     default 2048) is full, spans are dropped — and counted in
@@ -59,7 +67,10 @@ def build_tracer_provider(
     """
     # shutdown_on_exit=False: Telemetry.shutdown() flushes with a bounded wait instead of an
     # atexit hook that could hold the process for the exporter's full retry budget.
-    provider = TracerProvider(resource=build_resource(service_name), shutdown_on_exit=False)
+    sampler = None
+    if sampling_ratio is not None and "OTEL_TRACES_SAMPLER" not in os.environ:
+        sampler = ParentBased(TraceIdRatioBased(sampling_ratio))
+    provider = TracerProvider(resource=build_resource(service_name), sampler=sampler, shutdown_on_exit=False)
     if span_processor is None:
         exporter = span_exporter or OTLPSpanExporter(meter_provider=meter_provider)
         span_processor = BatchSpanProcessor(exporter, meter_provider=meter_provider)

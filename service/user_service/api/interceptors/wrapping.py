@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from contextvars import ContextVar
 from typing import Any, TypeAlias
@@ -91,6 +91,21 @@ class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):
     def wrap(self, handler: Any, method: RpcMethod) -> Handler:
         """``handler`` is Any: types-grpcio types method handlers for the sync server only.
         Return ``handler`` itself when there is nothing to add; otherwise use ``rewrap``."""
+
+
+class ComposedInterceptor(HandlerWrappingInterceptor):
+    """Several layers registered with grpc as one interceptor. grpc runs every registered
+    interceptor's ``intercept_service`` — a coroutine awaiting the next one — on every call;
+    composed, the layers' wrappers are built once per method and each call pays for one."""
+
+    def __init__(self, layers: Sequence[HandlerWrappingInterceptor]) -> None:
+        super().__init__()
+        self._layers = tuple(layers)  # outermost first, as they would be registered
+
+    def wrap(self, handler: Any, method: RpcMethod) -> Handler:
+        for layer in reversed(self._layers):  # the innermost wraps the servicer's handler first
+            handler = layer.wrap(handler, method)
+        return handler  # type: ignore[no-any-return]
 
 
 def behavior_of(handler: Any) -> Behavior:
