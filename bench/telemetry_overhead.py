@@ -256,7 +256,7 @@ def _table(results: dict[str, list[Result]]) -> str:
         p50 = statistics.median(r.p50_ms for r in runs)
         p99 = statistics.median(r.p99_ms for r in runs)
         vs_bare = f"{rps / bare:7.2f}x" if SUBJECTS[name].module is None else " " * 8
-        lines.append(f"{name:<36} {rps:7.0f} {p50:7.2f} {p99:7.2f} {rps / floor:12.2f}x {vs_bare}")
+        lines.append(f"{name:<36} {rps:7.0f} {p50:7.2f} {p99:7.2f} {rps / floor:12.2f}x {vs_bare}".rstrip())
     return "\n".join(lines)
 
 
