@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-load lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-load lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -120,6 +120,9 @@ test: setup tools ## the whole test suite against real servers on loopback
 
 bench: setup tools ## unary hot path: the service beside the grpc.aio/sync floors, bare and with telemetry (bench/results/unary.md)
 	$(BIN)/python -m bench.telemetry_overhead --write bench/results/unary.md
+
+bench-fanout: setup ## SubscribeUsers fan-out: 1,000 subscribers, 200 writes/s — delivery latency, cut-offs, server RSS
+	$(BIN)/python -m bench.fanout
 
 bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
 	$(BIN)/python -m bench.load_generator

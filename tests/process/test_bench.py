@@ -36,6 +36,15 @@ def test_benchmark_reports_ratios_to_the_grpc_aio_floor(tmp_path: Path) -> None:
     assert "service, production defaults" in table.read_text()
 
 
+def test_fanout_benchmark_reports_deliveries_latency_and_memory() -> None:
+    report = "\n".join(
+        _report("bench.fanout", *("--subscribers", "20", "--writes", "20", "--duration", "1", "--drain", "1"))
+    )
+    assert "events delivered         400 of 400" in report, "every change reached every subscriber"
+    assert "latency at the client" in report
+    assert "KiB per subscriber" in report
+
+
 def test_load_generator_benchmark_reports_ratios_to_the_documented_pattern() -> None:
     report = _report(
         "bench.load_generator",
