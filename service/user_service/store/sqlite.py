@@ -19,6 +19,7 @@ either (``busy_timeout=0``): in the rare moments SQLite answers SQLITE_BUSY to a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -111,10 +112,8 @@ class SqliteUserStore:
 
     async def get_user(self, *, user_id: int) -> User:
         if self._loop_reader is not None:
-            try:
+            with contextlib.suppress(sqlite3.OperationalError):  # SQLITE_BUSY: a reader thread waits
                 return _select_user(self._loop_reader, user_id)
-            except sqlite3.OperationalError:  # SQLITE_BUSY: let a reader thread wait for it
-                pass
         return await self._read(_select_user, user_id)
 
     async def list_users(self, *, after_id: int, limit: int) -> list[User]:
