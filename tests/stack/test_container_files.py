@@ -324,20 +324,25 @@ def test_user_service_healthcheck_command_reports_serving_and_down(database_url:
     assert down.returncode != 0
 
 
-@pytest.fixture
-def locust_master() -> Iterator[tuple[int, int]]:
-    """A Locust master on free loopback ports: (web UI port, worker port)."""
-    web_port, worker_port = free_port(), free_port()
-    master = subprocess.Popen(
-        [
-            *(LOCUST, "-f", "loadtest/locustfile.py", "--master"),
-            *("--web-host", "127.0.0.1", "--web-port", str(web_port)),
-            *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(worker_port)),
-        ],
+def start_locust(*args: str) -> subprocess.Popen[bytes]:
+    """A quiet Locust process of the repository's locustfile (no telemetry)."""
+    return subprocess.Popen(
+        [LOCUST, "-f", "loadtest/locustfile.py", *args],
         cwd=REPO,
         env={**os.environ, "OTEL_SDK_DISABLED": "true"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def locust_master() -> Iterator[tuple[int, int]]:
+    """A Locust master on free loopback ports: (web UI port, worker port)."""
+    web_port, worker_port = free_port(), free_port()
+    master = start_locust(
+        "--master",
+        *("--web-host", "127.0.0.1", "--web-port", str(web_port)),
+        *("--master-bind-host", "127.0.0.1", "--master-bind-port", str(worker_port)),
     )
     try:
         yield web_port, worker_port
@@ -369,16 +374,7 @@ def test_load_generator_healthchecks_see_the_web_ui_and_the_master_connection(
 
     assert eventually(lambda: run_check(master_test, (":8089/", f":{web_port}/")) == 0, timeout=30)
     assert run_check(worker_test, this_master) != 0, "no worker yet"
-    worker = subprocess.Popen(
-        [
-            *(LOCUST, "-f", "loadtest/locustfile.py", "--worker"),
-            *("--master-host", "127.0.0.1", "--master-port", str(worker_port)),
-        ],
-        cwd=REPO,
-        env={**os.environ, "OTEL_SDK_DISABLED": "true"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = start_locust("--worker", "--master-host", "127.0.0.1", "--master-port", str(worker_port))
     try:
         assert eventually(lambda: run_check(worker_test, this_master) == 0, timeout=30), (
             "worker never connected"
