@@ -54,6 +54,7 @@ class Subject:
     production defaults (auth on, a token for ghz; access log; metrics; tracing)."""
 
     module: str | None = None
+    arguments: tuple[str, ...] = ()
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -63,6 +64,7 @@ class Subject:
 
 SUBJECTS: dict[str, Subject] = {
     "grpc.aio floor": Subject(module="bench.aio_floor"),
+    "grpc.aio floor + SQLite point read": Subject(module="bench.aio_floor", arguments=("--sqlite-read",)),
     "sync grpc floor": Subject(module="bench.constant_server"),
     "service, bare": Subject(env=BARE),
     "service, metrics only": Subject(
@@ -154,7 +156,7 @@ def _measure(subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Na
         credentials: DevCredentials | None = None
         env = {**os.environ, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_endpoint, "USER_SERVICE_METRICS_PORT": "0"}
         if subject.module is not None:
-            command = [sys.executable, "-m", subject.module, str(port)]
+            command = [sys.executable, "-m", subject.module, str(port), *subject.arguments]
         else:
             command = [CLI, "serve", "--port", str(port)]
             env |= {"USER_SERVICE_DATABASE_URL": f"sqlite:///{data}/users.db", **subject.env}
