@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 import grpc
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from scripts.otlp_receiver import OtlpReceiver
+from tests.support.postgres import PostgresCluster, server_bindir
+from tests.support.processes import free_port
 from user_service.config import ServerSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import SERVICE_NAME, RunningServer, start_server
@@ -36,6 +40,38 @@ def otlp_receiver() -> Iterator[OtlpReceiver]:
 @pytest.fixture
 def database_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path}/users.db"
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL server for the session, on a free loopback port."""
+    bindir = server_bindir()
+    if bindir is None:
+        message = "PostgreSQL server binaries not found: apt-get install postgresql (or set PG_BINDIR)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    cluster = PostgresCluster(bindir, free_port()).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture
+async def postgres_url(postgres_cluster: PostgresCluster) -> AsyncIterator[str]:
+    """A fresh, empty database of its own for each test (dropped afterwards)."""
+    name = f"test_{os.getpid()}_{next(_databases)}"
+    admin = await asyncpg.connect(postgres_cluster.url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres_cluster.database_url(name)
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture

@@ -22,7 +22,12 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 or [::] in a container.")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="gRPC port; 0 picks a free one.")
     database_url: str = Field(
-        "sqlite:///data/users.db", description="sqlite:///relative/path or sqlite:////absolute/path."
+        "sqlite:///data/users.db",
+        description="sqlite:///relative/path, sqlite:////absolute/path, or"
+        " postgresql://user[:password]@host[:port]/database (libpq URL; query options like sslmode allowed).",
+    )
+    database_pool_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        10, description="PostgreSQL: connections each server process keeps at most."
     )
     grace_period: Annotated[float, Field(ge=0)] = Field(
         10.0, description="Seconds in-flight calls get to finish on shutdown."
@@ -130,9 +135,13 @@ class ServerSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, url: str) -> str:
-        if not url.startswith("sqlite:///"):
-            raise ValueError("must start with sqlite:///")
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @property
+    def database_kind(self) -> Literal["sqlite", "postgresql"]:
+        return "sqlite" if self.database_url.startswith("sqlite:///") else "postgresql"
 
     @property
     def sqlite_path(self) -> Path:

@@ -31,7 +31,9 @@ from user_service.domain.users import UserDirectory
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
 from user_service.store.base import UserStore
+from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
+from user_service.telemetry.database import trace_postgres_queries
 from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker
 from user_service.telemetry.logging import AccessLog
 from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
@@ -138,7 +140,7 @@ async def _storage(
     settings: ServerSettings, telemetry: Telemetry, metrics: ServiceMetrics | None
 ) -> tuple[UserStore, EventBroker]:
     """The store and the event broker, instrumented when there are metrics to record."""
-    store: UserStore = await SqliteUserStore.open(settings.sqlite_path)
+    store = await _open_store(settings)
     buffer_size, max_subscribers = settings.subscriber_buffer, settings.max_subscribers
     max_per_subscriber = settings.max_subscriptions_per_caller
     if metrics is None:
@@ -147,7 +149,9 @@ async def _storage(
         )
         return store, broker
     tracer = telemetry.tracer if telemetry.tracing else None
-    store = InstrumentedUserStore(store, db_system="sqlite", tracer=tracer, metrics=metrics)
+    if tracer is not None and settings.database_kind == "postgresql":
+        trace_postgres_queries(telemetry.tracer_provider)
+    store = InstrumentedUserStore(store, db_system=settings.database_kind, tracer=tracer, metrics=metrics)
     broker = InstrumentedEventBroker(
         buffer_size=buffer_size,
         max_subscribers=max_subscribers,
@@ -157,6 +161,12 @@ async def _storage(
     )
     metrics.users.set(await store.count_users())
     return store, broker
+
+
+async def _open_store(settings: ServerSettings) -> UserStore:
+    if settings.database_kind == "postgresql":
+        return await PostgresUserStore.open(settings.database_url, pool_size=settings.database_pool_size)
+    return await SqliteUserStore.open(settings.sqlite_path)
 
 
 def _interceptors(

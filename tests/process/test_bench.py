@@ -53,3 +53,10 @@ def test_load_generator_benchmark_reports_ratios_to_the_documented_pattern() -> 
     assert any(line.startswith("documented pattern") and line.endswith("1.00x") for line in report)
     assert any(line.startswith("this project: GrpcUser") and line.endswith("x") for line in report)
     assert any("20 streams held" in line for line in report)
+
+
+def test_postgres_driver_benchmark_compares_asyncpg_with_psycopg(postgres_cluster: object) -> None:
+    report = "\n".join(_report("bench.postgres_drivers", "--operations", "50", "--rounds", "1"))
+    for label in ("asyncpg point read", "psycopg 3 point read", "asyncpg write", "psycopg 3 write"):
+        assert label in report
+    assert "µs CPU per op" in report

@@ -1,9 +1,10 @@
-"""The UserStore contract. Every backend runs these tests (SQLite today)."""
+"""The UserStore contract. Every backend runs these tests: SQLite, and PostgreSQL on a real
+server (a database of its own per test)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,24 @@ import pytest
 from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
 from user_service.domain.models import EventType, NewUser, UserChanges
 from user_service.store.base import UserStore
+from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
 
+OpenStore = Callable[[], Awaitable[UserStore]]
 
-@pytest.fixture(params=["sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[UserStore]:
-    opened = await SqliteUserStore.open(tmp_path / "nested" / "users.db")
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    """Opens a store on this test's database; each call opens it again (a restart)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return lambda: PostgresUserStore.open(url)
+    return lambda: SqliteUserStore.open(tmp_path / "nested" / "users.db")
+
+
+@pytest.fixture
+async def store(open_store: OpenStore) -> AsyncIterator[UserStore]:
+    opened = await open_store()
     yield opened
     await opened.close()
 
@@ -130,12 +143,11 @@ async def test_concurrent_writes_get_distinct_increasing_event_ids(store: UserSt
     assert await store.count_users() == 50
 
 
-async def test_data_persists_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "users.db"
-    first = await SqliteUserStore.open(path)
+async def test_data_persists_across_reopen(open_store: OpenStore) -> None:
+    first = await open_store()
     created = await first.create_user(new_user=NewUser("A", "a@example.com"))
     await first.close()
-    second = await SqliteUserStore.open(path)
+    second = await open_store()
     try:
         assert await second.get_user(user_id=created.user.id) == created.user
         assert await second.list_events(after_event_id=0, limit=5) == [created]

@@ -12,6 +12,7 @@ from user_service.domain.errors import (
     EmailTakenError,
     EtagMismatchError,
     FeedClosedError,
+    StoreUnavailableError,
     SubscriberTooSlowError,
     TooManySubscribersError,
     TooManySubscriptionsError,
@@ -28,6 +29,7 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     TooManySubscribersError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TooManySubscriptionsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FeedClosedError: grpc.StatusCode.UNAVAILABLE,
+    StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
 }
 # Status messages and field descriptions can echo client input: bounded, so that no
 # request can make the status overflow the trailers (that would turn into another code).

@@ -80,3 +80,10 @@ class FeedClosedError(DomainError):
         self.last_event_id = last_event_id
         resume = "" if last_event_id is None else f"; resubscribe with since_event_id={last_event_id}"
         super().__init__(f"the server is shutting down{resume}")
+
+
+class StoreUnavailableError(DomainError):
+    """The database cannot be reached now (down, restarting, or every connection busy)."""
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"the database is unavailable ({cause}); retry with backoff")
