@@ -22,6 +22,9 @@ from tests.support.processes import free_port
 from user_service.config import ServerSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import SERVICE_NAME, RunningServer, start_server
+from user_service.store.base import UserStore
+from user_service.store.postgres import PostgresUserStore
+from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.setup import setup_telemetry
 
 if TYPE_CHECKING:
@@ -56,6 +59,19 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.stop()
+
+
+OpenStore = Callable[[], Awaitable[UserStore]]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
+    """Opens a store on this test's database, once per backend; each call opens it again (a
+    restart, or another process on the same database)."""
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return lambda: PostgresUserStore.open(url)
+    return lambda: SqliteUserStore.open(tmp_path / "nested" / "users.db")
 
 
 _databases = itertools.count(1)

@@ -45,6 +45,17 @@ class ServerSettings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1)] = Field(
         1000, description="Users in one BatchCreateUsers stream."
     )
+    feed_poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
+        0.25,
+        description="Seconds between the change feed's reads of the outbox when nothing woke it:"
+        " how soon subscribers see writes of other processes on SQLite (PostgreSQL notifies at once;"
+        " there it only covers lost notifications).",
+    )
+    event_retention_seconds: Annotated[float, Field(ge=0)] = Field(
+        7 * 24 * 3600.0,
+        description="How long the outbox keeps events for subscribers resuming with since_event_id;"
+        " 0 keeps them forever.",
+    )
     max_subscribers: Annotated[int, Field(ge=1)] = Field(
         1000, description="Concurrent SubscribeUsers streams."
     )

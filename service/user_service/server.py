@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,6 +28,8 @@ from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
+from user_service.domain.relay import OutboxRelay
+from user_service.domain.retention import OutboxRetention
 from user_service.domain.users import UserDirectory
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
@@ -34,12 +37,13 @@ from user_service.store.base import UserStore
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.database import trace_postgres_queries
-from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker
+from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker, InstrumentedOutboxRelay
 from user_service.telemetry.logging import AccessLog
 from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
 from user_service.telemetry.server_spans import ServerSpans
 from user_service.telemetry.setup import Telemetry, setup_telemetry
 from user_service.telemetry.store import InstrumentedUserStore
+from user_service.telemetry.tracing import untraced
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +64,16 @@ class RunningServer:
     metrics_port: int | None
     health: health.aio.HealthServicer
     broker: EventBroker
+    relay: OutboxRelay
+    retention: OutboxRetention | None
     directory: UserDirectory
     store: UserStore
     telemetry: Telemetry
 
     async def shutdown(self, grace: float, drain_delay: float = 0.0) -> None:
         """Health NOT_SERVING -> end subscriptions -> (drain delay) -> stop: refuse new calls
-        and give in-flight ones ``grace`` seconds -> wait for detached writes -> close the
-        store -> flush telemetry.
+        and give in-flight ones ``grace`` seconds -> wait for detached writes -> stop the
+        outbox relay and retention -> close the store -> flush telemetry.
         """
         await self.health.enter_graceful_shutdown()
         self.broker.close()
@@ -75,6 +81,9 @@ class RunningServer:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.directory.drain()
+        await self.relay.stop()
+        if self.retention is not None:
+            await self.retention.stop()
         await self.store.close()
         await asyncio.to_thread(self.telemetry.shutdown)
 
@@ -88,7 +97,16 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     # Without tracing and metrics nothing is wrapped at all: the benchmark's "bare" baseline.
     instrumented = telemetry.tracing or settings.metrics_enabled
     store, broker = await _storage(settings, telemetry, service_metrics if instrumented else None)
-    directory = UserDirectory(store, broker)
+    poll_interval = settings.feed_poll_interval
+    relay = (
+        InstrumentedOutboxRelay(store, broker, poll_interval=poll_interval, tracer=telemetry.tracer)
+        if telemetry.tracing
+        else OutboxRelay(store, broker, poll_interval=poll_interval)
+    )
+    with untraced():  # background loops: their tasks inherit this context
+        await relay.start()
+        retention = _retention(settings, store)
+    directory = UserDirectory(store, relay)
     servicer = UserServicer(
         directory,
         ChangeFeed(store, broker),
@@ -133,7 +151,9 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
     if grpc_metrics is not None:
         grpc_metrics.initialize(RPC_TABLE.of_service(USER_SERVICE.full_name))
         metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
-    return RunningServer(server, port, metrics_port, health_servicer, broker, directory, store, telemetry)
+    return RunningServer(
+        server, port, metrics_port, health_servicer, broker, relay, retention, directory, store, telemetry
+    )
 
 
 async def _storage(
@@ -161,6 +181,17 @@ async def _storage(
     )
     metrics.users.set(await store.count_users())
     return store, broker
+
+
+def _retention(settings: ServerSettings, store: UserStore) -> OutboxRetention | None:
+    if not settings.event_retention_seconds:
+        return None
+    keep_for = timedelta(seconds=settings.event_retention_seconds)
+    retention = OutboxRetention(
+        store, keep_for=keep_for, check_every=min(keep_for / 10, timedelta(minutes=5))
+    )
+    retention.start()
+    return retention
 
 
 async def _open_store(settings: ServerSettings) -> UserStore:

@@ -1,9 +1,10 @@
-"""ChangeFeed against a real SQLite store: the replay/live join and its edge cases."""
+"""ChangeFeed against a real SQLite store, fed by the outbox relay: the replay/live join and
+its edge cases."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
 from user_service.domain.models import EventType, NewUser, User, UserEvent
+from user_service.domain.relay import OutboxRelay
 from user_service.domain.users import UserDirectory
 from user_service.store.sqlite import SqliteUserStore
 
@@ -22,14 +24,18 @@ from user_service.store.sqlite import SqliteUserStore
 class World:
     def __init__(self, store: SqliteUserStore, buffer_size: int, replay_batch_size: int) -> None:
         self.broker = EventBroker(buffer_size=buffer_size, max_subscribers=10)
-        self.directory = UserDirectory(store, self.broker)
+        self.relay = OutboxRelay(store, self.broker, poll_interval=0.05)
+        self.directory = UserDirectory(store, self.relay)
         self.feed = ChangeFeed(store, self.broker, replay_batch_size=replay_batch_size)
         self._serial = 0
 
     async def write(self, count: int) -> None:
+        """Creates ``count`` users, then waits until the relay has published their events."""
         for _ in range(count):
             self._serial += 1
-            await self.directory.create(NewUser(f"u{self._serial}", f"u{self._serial}@example.com"))
+            user = await self.directory.create(NewUser(f"u{self._serial}", f"u{self._serial}@example.com"))
+        if count:
+            await eventually(lambda: self.relay.last_published >= user.id)
 
 
 @pytest.fixture
@@ -39,14 +45,30 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteUserStore]:
     await store.close()
 
 
+@pytest.fixture
+async def world_of(store: SqliteUserStore) -> AsyncIterator[Callable[..., Awaitable[World]]]:
+    """Builds a World on the test's store with its relay running; stops the relays after."""
+    worlds: list[World] = []
+
+    async def build(*, buffer_size: int, replay_batch_size: int) -> World:
+        world = World(store, buffer_size, replay_batch_size)
+        await world.relay.start()
+        worlds.append(world)
+        return world
+
+    yield build
+    for world in worlds:
+        await world.relay.stop()
+
+
 async def _ids(events: AsyncIterator[UserEvent], count: int) -> list[int]:
     return [(await anext(events)).event_id for _ in range(count)]
 
 
 async def test_overflow_during_replay_reads_the_store_again_instead_of_cutting_off(
-    store: SqliteUserStore,
+    world_of: Callable[..., Awaitable[World]],
 ) -> None:
-    world = World(store, buffer_size=4, replay_batch_size=10)
+    world = await world_of(buffer_size=4, replay_batch_size=10)
     await world.write(50)
     async with aclosing(world.feed.events(since_event_id=0)) as events:
         first = await _ids(events, 1)
@@ -57,8 +79,10 @@ async def test_overflow_during_replay_reads_the_store_again_instead_of_cutting_o
     assert first + rest + live == list(range(1, 72))
 
 
-async def test_events_committed_during_replay_are_delivered_once(store: SqliteUserStore) -> None:
-    world = World(store, buffer_size=100, replay_batch_size=5)
+async def test_events_committed_during_replay_are_delivered_once(
+    world_of: Callable[..., Awaitable[World]],
+) -> None:
+    world = await world_of(buffer_size=100, replay_batch_size=5)
     await world.write(12)
     async with aclosing(world.feed.events(since_event_id=0)) as events:
         head = await _ids(events, 3)
@@ -78,8 +102,10 @@ async def _first_live_event(world: World, events: AsyncIterator[UserEvent]) -> a
     return waiting
 
 
-async def test_a_live_subscriber_that_overflows_is_told_where_to_resume(store: SqliteUserStore) -> None:
-    world = World(store, buffer_size=3, replay_batch_size=10)
+async def test_a_live_subscriber_that_overflows_is_told_where_to_resume(
+    world_of: Callable[..., Awaitable[World]],
+) -> None:
+    world = await world_of(buffer_size=3, replay_batch_size=10)
     async with aclosing(world.feed.events(since_event_id=None)) as events:
         first = await _first_live_event(world, events)
         await world.write(1)
@@ -91,8 +117,10 @@ async def test_a_live_subscriber_that_overflows_is_told_where_to_resume(store: S
     assert world.broker.subscriber_count == 0
 
 
-async def test_live_only_subscriber_skips_history_and_resumes_from_the_head(store: SqliteUserStore) -> None:
-    world = World(store, buffer_size=2, replay_batch_size=10)
+async def test_live_only_subscriber_skips_history_and_resumes_from_the_head(
+    world_of: Callable[..., Awaitable[World]],
+) -> None:
+    world = await world_of(buffer_size=2, replay_batch_size=10)
     await world.write(5)
     async with aclosing(world.feed.events(since_event_id=None)) as events:
         first = await _first_live_event(world, events)
@@ -109,8 +137,10 @@ def _event(event_id: int) -> UserEvent:
     return UserEvent(event_id, EventType.CREATED, User(event_id, "n", "e@example.com", now, now, 1), now)
 
 
-async def test_closing_the_broker_ends_feeds_with_their_resume_point(store: SqliteUserStore) -> None:
-    world = World(store, buffer_size=10, replay_batch_size=10)
+async def test_closing_the_broker_ends_feeds_with_their_resume_point(
+    world_of: Callable[..., Awaitable[World]],
+) -> None:
+    world = await world_of(buffer_size=10, replay_batch_size=10)
     await world.write(2)
     async with aclosing(world.feed.events(since_event_id=0)) as events:
         await _ids(events, 2)
@@ -120,8 +150,8 @@ async def test_closing_the_broker_ends_feeds_with_their_resume_point(store: Sqli
     assert caught.value.last_event_id == 2
 
 
-async def test_closing_the_iterator_unsubscribes(store: SqliteUserStore) -> None:
-    world = World(store, buffer_size=10, replay_batch_size=10)
+async def test_closing_the_iterator_unsubscribes(world_of: Callable[..., Awaitable[World]]) -> None:
+    world = await world_of(buffer_size=10, replay_batch_size=10)
     await world.write(1)
     async with aclosing(world.feed.events(since_event_id=0)) as events:
         await _ids(events, 1)

@@ -4,27 +4,14 @@ server (a database of its own per test)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
+from tests.conftest import OpenStore
 from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
 from user_service.domain.models import EventType, NewUser, UserChanges
 from user_service.store.base import UserStore
-from user_service.store.postgres import PostgresUserStore
-from user_service.store.sqlite import SqliteUserStore
-
-OpenStore = Callable[[], Awaitable[UserStore]]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> OpenStore:
-    """Opens a store on this test's database; each call opens it again (a restart)."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return lambda: PostgresUserStore.open(url)
-    return lambda: SqliteUserStore.open(tmp_path / "nested" / "users.db")
 
 
 @pytest.fixture

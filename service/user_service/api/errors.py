@@ -11,6 +11,7 @@ from user_service.domain.errors import (
     DomainError,
     EmailTakenError,
     EtagMismatchError,
+    EventsExpiredError,
     FeedClosedError,
     StoreUnavailableError,
     SubscriberTooSlowError,
@@ -30,6 +31,7 @@ STATUS_CODES: dict[type[DomainError], grpc.StatusCode] = {
     TooManySubscriptionsError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     FeedClosedError: grpc.StatusCode.UNAVAILABLE,
     StoreUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    EventsExpiredError: grpc.StatusCode.OUT_OF_RANGE,
 }
 # Status messages and field descriptions can echo client input: bounded, so that no
 # request can make the status overflow the trailers (that would turn into another code).

@@ -87,3 +87,17 @@ class StoreUnavailableError(DomainError):
 
     def __init__(self, cause: str) -> None:
         super().__init__(f"the database is unavailable ({cause}); retry with backoff")
+
+
+class EventsExpiredError(DomainError):
+    """A resume point older than what retention keeps: the events after it are partly gone."""
+
+    def __init__(self, since_event_id: int, pruned_through: int) -> None:
+        self.since_event_id = since_event_id
+        self.pruned_through = pruned_through
+        super().__init__(
+            f"since_event_id={since_event_id} is older than the retained change history: events up to"
+            f" {pruned_through} were removed by retention (the oldest resume point is"
+            f" since_event_id={pruned_through}); subscribe without since_event_id, then re-read the"
+            " users with ListUsers"
+        )

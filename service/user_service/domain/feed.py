@@ -7,7 +7,11 @@ Correctness argument (no gap, no duplicate, ascending event_id):
 2. While replaying, the live buffer may overflow (the replay was slow); then the
    buffer is discarded and the store read again from the last delivered id, until a
    full catch-up finishes without an overflow. Replay never cuts a subscriber off.
-3. Once live, an overflow means the subscriber cannot keep up with the write rate:
+3. Retention removes old events from the store. A replay that starts (or, being slow, finds
+   itself) below the retention horizon ends with ``EventsExpiredError`` instead of skipping
+   the removed events: after each batch is read the horizon is read too, and the batch is
+   only delivered when every event after the batch's starting point was still there.
+4. Once live, an overflow means the subscriber cannot keep up with the write rate:
    it is ended with ``SubscriberTooSlowError`` carrying the id to resume from. The
    overflow is also signalled at once (``on_behind``), because a reader blocked on a
    client that stopped reading would otherwise never come back to notice it.
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 
-from user_service.domain.errors import FeedClosedError, SubscriberTooSlowError
+from user_service.domain.errors import EventsExpiredError, FeedClosedError, SubscriberTooSlowError
 from user_service.domain.events import EventBroker, Subscription
 from user_service.domain.models import UserEvent
 from user_service.store.base import UserStore
@@ -84,6 +88,9 @@ class ChangeFeed:
             if subscription.closed:
                 raise FeedClosedError(after)
             batch = await self._store.list_events(after_event_id=after, limit=self._replay_batch_size)
+            horizon = await self._store.event_horizon()
+            if after < horizon:
+                raise EventsExpiredError(after, horizon)
             for event in batch:
                 yield event
                 after = event.event_id

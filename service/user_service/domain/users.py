@@ -1,24 +1,28 @@
-"""Use cases over users: reads, writes, and publication of each committed change."""
+"""Use cases over users: reads, writes, and the announcement of each committed change."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from user_service.domain.events import EventBroker
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
 from user_service.domain.pagination import PageRequest, encode_page_token
 from user_service.store.base import UserStore
 
 
+class CommitListener(Protocol):
+    """Told of each change this process commits (the outbox relay, which publishes it)."""
+
+    def committed(self, event: UserEvent) -> None: ...
+
+
 class UserDirectory:
     """The user use cases. Inputs arrive validated (see ``validation.FieldChecks``)."""
 
-    def __init__(self, store: UserStore, broker: EventBroker) -> None:
+    def __init__(self, store: UserStore, listener: CommitListener) -> None:
         self._store = store
-        self._broker = broker
-        # Serialises commit + publish so live subscribers see events in event_id order.
-        self._write_lock = asyncio.Lock()
+        self._listener = listener
         # Writes still running after their caller was cancelled (see _commit).
         self._detached_writes: set[asyncio.Task[UserEvent]] = set()
 
@@ -54,22 +58,22 @@ class UserDirectory:
         )
 
     async def _commit(self, write: Callable[[], Awaitable[UserEvent]]) -> UserEvent:
-        """Runs a write and publishes its event, even if the caller is cancelled meanwhile.
+        """Runs a write and announces its event, even if the caller is cancelled meanwhile.
 
-        A write the store has started may commit whatever the caller does; its event
-        must then still reach live subscribers, or they would miss a change that is in
-        the store. So the write runs as its own task, shielded from the caller.
+        A write the store has started may commit whatever the caller does; it must then
+        still finish in this process (and be announced, so subscribers get it at once) —
+        so the write runs as its own task, shielded from the caller. Subscribers receive
+        events from the outbox relay, in event id order, whichever process wrote them.
         """
-        task = asyncio.create_task(self._commit_and_publish(write))
+        task = asyncio.create_task(self._commit_and_announce(write))
         self._detached_writes.add(task)
         task.add_done_callback(self._forget_write)
         return await asyncio.shield(task)
 
-    async def _commit_and_publish(self, write: Callable[[], Awaitable[UserEvent]]) -> UserEvent:
-        async with self._write_lock:
-            event = await write()
-            self._broker.publish(event)
-            return event
+    async def _commit_and_announce(self, write: Callable[[], Awaitable[UserEvent]]) -> UserEvent:
+        event = await write()
+        self._listener.committed(event)
+        return event
 
     def _forget_write(self, task: asyncio.Task[UserEvent]) -> None:
         self._detached_writes.discard(task)

@@ -8,6 +8,8 @@ keyword arguments, return domain models and raise the storage-neutral errors of
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Protocol
 
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
@@ -45,5 +47,20 @@ class UserStore(Protocol):
         ...
 
     async def count_users(self) -> int: ...
+
+    async def event_horizon(self) -> int:
+        """The highest event id removed by retention (0 while none was): events after it are
+        all still listed; ``list_events`` after an id below it would silently miss some."""
+        ...
+
+    async def prune_events(self, *, older_than: datetime) -> int:
+        """Removes events older than ``older_than`` — never the newest one — and moves the
+        horizon past them; returns how many were removed."""
+        ...
+
+    async def watch_commits(self, on_commit: Callable[[], None]) -> None:
+        """Calls ``on_commit`` (on the event loop) whenever another process may have committed
+        events. Stores without notifications do nothing: the change feed polls them."""
+        ...
 
     async def close(self) -> None: ...

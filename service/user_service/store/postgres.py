@@ -31,6 +31,7 @@ truth — they read the outbox.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -96,8 +97,12 @@ def migrations() -> list[Migration]:
 class PostgresUserStore:
     """``UserStore`` on a PostgreSQL database, through a pool of asyncpg connections."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
+        self._url = url
+        self._listener: asyncpg.Connection | None = None
+        self._relisten: asyncio.Task[None] | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, url: str, *, pool_size: int = 10, connect_timeout: float = 10) -> PostgresUserStore:
@@ -112,9 +117,14 @@ class PostgresUserStore:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool)
+        return cls(pool, url)
 
     async def close(self) -> None:
+        self._closed = True
+        if self._relisten is not None:
+            self._relisten.cancel()
+        if self._listener is not None:
+            self._listener.terminate()
         await self._pool.close()
 
     # -- reads ---------------------------------------------------------------
@@ -151,6 +161,57 @@ class PostgresUserStore:
         async with self._connection() as connection:
             value = await connection.fetchval("SELECT COUNT(*) FROM users")
         return int(value)
+
+    async def event_horizon(self) -> int:
+        async with self._connection() as connection:
+            value = await connection.fetchval("SELECT pruned_through FROM outbox_horizon")
+        return int(value)
+
+    async def prune_events(self, *, older_than: datetime) -> int:
+        async def prune(connection: Connection) -> int:
+            through = await connection.fetchval(
+                "SELECT COALESCE(MAX(event_id), 0) FROM user_events"
+                " WHERE event_time < $1 AND event_id < (SELECT MAX(event_id) FROM user_events)",
+                older_than,
+            )
+            if not through:
+                return 0
+            status = await connection.execute("DELETE FROM user_events WHERE event_id <= $1", through)
+            await connection.execute(
+                "UPDATE outbox_horizon SET pruned_through = GREATEST(pruned_through, $1)", through
+            )
+            return int(status.rpartition(" ")[2])
+
+        return await self._transaction(prune)
+
+    # -- notifications -------------------------------------------------------
+
+    async def watch_commits(self, on_commit: Callable[[], None]) -> None:
+        """LISTENs on a connection of its own (outside the pool); when it is lost, reconnects
+        with backoff and then calls ``on_commit`` once: commits may have happened meanwhile."""
+        await self._listen(on_commit)
+
+    async def _listen(self, on_commit: Callable[[], None]) -> None:
+        connection = await asyncpg.connect(self._url, timeout=10)
+        await connection.add_listener(NOTIFY_CHANNEL, lambda *_: on_commit())
+        connection.add_termination_listener(lambda _: self._listen_again(on_commit))
+        self._listener = connection
+
+    def _listen_again(self, on_commit: Callable[[], None]) -> None:
+        if not self._closed:
+            self._relisten = asyncio.get_running_loop().create_task(self._reconnect(on_commit))
+
+    async def _reconnect(self, on_commit: Callable[[], None]) -> None:
+        delay = 0.2
+        while not self._closed:
+            try:
+                await self._listen(on_commit)
+            except _CONNECTION_ERRORS:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            else:
+                on_commit()
+                return
 
     # -- writes --------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from user_service.domain.models import EventType, NewUser, User, UserChanges, Us
 
 T = TypeVar("T")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused
@@ -56,6 +56,12 @@ CREATE TABLE IF NOT EXISTS user_events (
     update_time_us INTEGER NOT NULL,
     version        INTEGER NOT NULL
 );
+-- v2: the highest event id removed by retention (one row).
+CREATE TABLE IF NOT EXISTS outbox_horizon (
+    singleton      INTEGER PRIMARY KEY CHECK (singleton = 1),
+    pruned_through INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO outbox_horizon (singleton, pruned_through) VALUES (1, 0);
 """
 _USER_COLUMNS = "id, name, email, create_time_us, update_time_us, version"
 _EVENT_COLUMNS = (
@@ -139,6 +145,16 @@ class SqliteUserStore:
     async def count_users(self) -> int:
         rows = await self._read(_fetch_all, "SELECT COUNT(*) FROM users", ())
         return int(rows[0][0])
+
+    async def event_horizon(self) -> int:
+        rows = await self._read(_fetch_all, "SELECT pruned_through FROM outbox_horizon", ())
+        return int(rows[0][0])
+
+    async def prune_events(self, *, older_than: datetime) -> int:
+        return await self._write(_prune_events, _us(older_than))
+
+    async def watch_commits(self, on_commit: Callable[[], None]) -> None:
+        """SQLite cannot tell another process's commit: the change feed polls."""
 
     # -- writes --------------------------------------------------------------
 
@@ -313,6 +329,25 @@ def _update_user(
         except sqlite3.IntegrityError as error:
             raise EmailTakenError(updated.email) from error
         return _append_event(connection, EventType.UPDATED, updated, now)
+
+    return _in_transaction(connection, body)
+
+
+def _prune_events(connection: sqlite3.Connection, older_than_us: int) -> int:
+    def body() -> int:
+        (newest,) = connection.execute("SELECT COALESCE(MAX(event_id), 0) FROM user_events").fetchone()
+        (through,) = connection.execute(
+            "SELECT COALESCE(MAX(event_id), 0) FROM user_events WHERE event_time_us < ? AND event_id < ?",
+            (older_than_us, newest),
+        ).fetchone()
+        if not through:
+            return 0
+        removed = connection.execute("DELETE FROM user_events WHERE event_id <= ?", (through,)).rowcount
+        connection.execute(
+            "UPDATE outbox_horizon SET pruned_through = MAX(pruned_through, ?) WHERE singleton = 1",
+            (through,),
+        )
+        return int(removed)
 
     return _in_transaction(connection, body)
 

@@ -14,6 +14,8 @@ from user_service.domain.errors import (
 )
 from user_service.domain.events import EventBroker
 from user_service.domain.models import EventType, UserEvent
+from user_service.domain.relay import OutboxRelay
+from user_service.store.base import UserStore
 from user_service.telemetry.metrics import ServiceMetrics
 from user_service.telemetry.tracing import traced_here
 
@@ -53,21 +55,35 @@ class InstrumentedEventBroker(EventBroker):
         metrics.subscribers.set_function(lambda: self.subscriber_count)
 
     def publish(self, event: UserEvent) -> None:
-        if traced_here():
-            with self._tracer.start_as_current_span(
-                f"{_DESTINATION} publish",
-                kind=SpanKind.PRODUCER,
-                attributes=_event_attributes(event, "publish"),
-            ) as span:
-                span.set_attribute("user_service.subscribers", self.subscriber_count)
-                super().publish(event)
-        else:
-            super().publish(event)
+        super().publish(event)
         self._published[event.type].inc()
         if event.type is EventType.CREATED:
             self._users.inc()
         elif event.type is EventType.DELETED:
             self._users.dec()
+
+
+class InstrumentedOutboxRelay(OutboxRelay):
+    """An ``OutboxRelay`` whose announcements are PRODUCER spans in the writing call's trace:
+    the moment a change entered the outbox, for every process's subscribers. (The relay's own
+    fan-out runs outside any request: it is counted by the broker, not traced.)"""
+
+    def __init__(
+        self, store: UserStore, broker: EventBroker, *, poll_interval: float, tracer: trace.Tracer
+    ) -> None:
+        super().__init__(store, broker, poll_interval=poll_interval)
+        self._tracer = tracer
+
+    def committed(self, event: UserEvent) -> None:
+        if traced_here():
+            attributes = {
+                **_event_attributes(event, "publish"),
+                "user_service.subscribers": self._broker.subscriber_count,
+            }
+            self._tracer.start_span(
+                f"{_DESTINATION} publish", kind=SpanKind.PRODUCER, attributes=attributes
+            ).end()
+        super().committed(event)
 
 
 class FeedTelemetry:

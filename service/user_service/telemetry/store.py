@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import TypeVar
 
 from opentelemetry import trace
@@ -28,6 +29,8 @@ _OPERATIONS = {
     "delete_user": ("DELETE", "users"),
     "list_events": ("SELECT", "user_events"),
     "last_event_id": ("SELECT", "user_events"),
+    "event_horizon": ("SELECT", "outbox_horizon"),
+    "prune_events": ("DELETE", "user_events"),
 }
 
 
@@ -111,6 +114,15 @@ class InstrumentedUserStore:
 
     async def last_event_id(self) -> int:
         return await self._traced("last_event_id", self._store.last_event_id())
+
+    async def event_horizon(self) -> int:
+        return await self._traced("event_horizon", self._store.event_horizon())
+
+    async def prune_events(self, *, older_than: datetime) -> int:
+        return await self._traced("prune_events", self._store.prune_events(older_than=older_than))
+
+    async def watch_commits(self, on_commit: Callable[[], None]) -> None:
+        await self._store.watch_commits(on_commit)
 
     async def close(self) -> None:
         await self._store.close()

@@ -14,11 +14,13 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 
 import grpc
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.sdk.resources import OTELResourceDetector, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -83,10 +85,19 @@ def traced_here() -> bool:
 
     Under parent-based sampling (the default) a child of an unsampled span is never
     recorded, yet creating it still costs a span's worth of work. Work on behalf of an
-    unsampled request therefore starts no child spans; work outside any trace does.
+    unsampled request therefore starts no child spans; work outside any trace does, unless
+    it runs ``untraced()`` (background loops: a trace per poll would bury the real ones).
     """
     parent = trace.get_current_span().get_span_context()
-    return not parent.is_valid or parent.trace_flags.sampled
+    if parent.is_valid:
+        return bool(parent.trace_flags.sampled)
+    return is_instrumentation_enabled()
+
+
+def untraced() -> AbstractContextManager[None]:
+    """Nothing started inside — tasks included, they inherit the context — is traced: neither
+    this service's spans nor those of OpenTelemetry's instrumentations (asyncpg's SQL spans)."""
+    return suppress_instrumentation()
 
 
 def is_recording(provider: trace.TracerProvider) -> bool:
