@@ -276,8 +276,9 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     return [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_concurrent_streams", settings.max_streams_per_connection),
-        # One server per port: a second instance must fail to start, not silently share it.
-        ("grpc.so_reuseport", 0),
+        # One server per port, except the workers of one supervisor (``workers.py``, which makes
+        # sure nothing else holds the port): a second instance must fail, not silently share it.
+        ("grpc.so_reuseport", 1 if settings.worker_index is not None else 0),
         # Find dead peers (a subscriber whose host vanished) instead of holding them forever.
         ("grpc.keepalive_time_ms", int(settings.keepalive_seconds * 1000)),
         ("grpc.keepalive_timeout_ms", 20_000),

@@ -50,16 +50,21 @@ def _serve(args: argparse.Namespace) -> int:
             "log_level",
             "log_format",
             "metrics_port",
+            "workers",
         )
     )
     # The server's imports are not needed by client commands.
     from user_service.server import PortInUseError, serve
     from user_service.telemetry.logging import configure_logging
+    from user_service.workers import PortHeldError, Supervisor, default_worker_count
 
     log_writer = configure_logging(settings.log_level, settings.log_format)
+    workers = settings.workers or default_worker_count()
     try:
+        if workers > 1 and settings.worker_index is None:
+            return Supervisor(settings, workers).run()
         asyncio.run(serve(settings))
-    except PortInUseError as error:
+    except (PortInUseError, PortHeldError) as error:
         logging.getLogger("user_service").critical("%s", error)
         return 1
     finally:
@@ -100,7 +105,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (default INFO)")
     serve.add_argument("--log-format", choices=["json", "text"], help="default json")
     serve.add_argument(
-        "--metrics-port", type=int, help="/metrics port (env USER_SERVICE_METRICS_PORT, default 9464)"
+        "--metrics-port",
+        type=int,
+        help="/metrics port; worker i uses port + i (env USER_SERVICE_METRICS_PORT, default 9464)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="server processes sharing the port; 0 = one per core (env USER_SERVICE_WORKERS, default 1)",
     )
 
     login = sub.add_parser("login", parents=[client], help="exchange client credentials for an access token")

@@ -1,0 +1,149 @@
+"""``serve --workers 2`` at production defaults: two processes share the port, both serve, the
+change feed crosses between them, the port is refused to anyone else, a dead worker is
+replaced and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import psutil
+import pytest
+
+from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from scripts.stack.probes import login
+from tests.process.conftest import cli
+from tests.support.processes import CLI, ServerProcess
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+
+WORKERS = 2
+CONNECTIONS = 12  # the kernel spreads connections, not calls: enough that both workers get some
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> DevCredentials:
+    return write_dev_credentials(tmp_path / "credentials")
+
+
+@pytest.fixture
+def workers(database_url: str, credentials: DevCredentials) -> Iterator[ServerProcess]:
+    server = ServerProcess(database_url, "--workers", str(WORKERS), env=credentials.server_env()).start()
+    yield server
+    server.stop()
+
+
+def _handled(server: ServerProcess, worker: int, method: str) -> float:
+    base = int(server.metrics_url.rpartition(":")[2].removesuffix("/metrics"))
+    with urllib.request.urlopen(f"http://127.0.0.1:{base + worker}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    pattern = rf'^grpc_server_handled_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
+    return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
+
+
+def _channels(target: str) -> list[grpc.Channel]:
+    """Channels with a subchannel pool each: one TCP connection per channel."""
+    return [
+        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(CONNECTIONS)
+    ]
+
+
+def _worker_pids(server: ServerProcess) -> set[int]:
+    assert server.process is not None
+    return {child.pid for child in psutil.Process(server.process.pid).children()}
+
+
+def test_both_workers_serve_and_a_subscriber_on_either_sees_every_write(
+    workers: ServerProcess, credentials: DevCredentials
+) -> None:
+    metadata = (("authorization", f"Bearer {login(workers.target, *credentials.secrets['admin'])}"),)
+    channels = _channels(workers.target)
+    received: list[list[int]] = [[] for _ in channels]
+
+    def follow(channel: grpc.Channel, into: list[int]) -> None:
+        stream = user_pb2_grpc.UserServiceStub(channel).SubscribeUsers(
+            user_pb2.SubscribeUsersRequest(since_event_id=0), metadata=metadata, timeout=30
+        )
+        for event in stream:
+            into.append(event.event_id)
+            if len(into) == CONNECTIONS:
+                stream.cancel()
+                return
+
+    try:
+        followers = [
+            threading.Thread(target=follow, args=(channel, into), daemon=True)
+            for channel, into in zip(channels, received, strict=True)
+        ]
+        for follower in followers:
+            follower.start()
+        for index, channel in enumerate(channels):
+            user_pb2_grpc.UserServiceStub(channel).CreateUser(
+                user_pb2.CreateUserRequest(
+                    user=user_pb2.User(name=f"U{index}", email=f"u{index}@example.com")
+                ),
+                metadata=metadata,
+                timeout=10,
+            )
+        for follower in followers:
+            follower.join(timeout=30)
+    finally:
+        for channel in channels:
+            channel.close()
+    expected = list(range(1, CONNECTIONS + 1))
+    assert all(ids == expected for ids in received), received
+    for worker in range(WORKERS):
+        assert _handled(workers, worker, "CreateUser") > 0, f"worker {worker} took no connection"
+        assert _handled(workers, worker, "SubscribeUsers") > 0
+
+
+def test_the_port_is_refused_to_another_server(workers: ServerProcess, database_url: str) -> None:
+    port = workers.target.rpartition(":")[2]
+    for extra in ((), ("--workers", "2")):
+        second = subprocess.run(
+            [CLI, "serve", "--port", port, "--metrics-port", "0", *extra],
+            env={"USER_SERVICE_DATABASE_URL": database_url, "USER_SERVICE_AUTH_ENABLED": "false", "PATH": ""},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert second.returncode == 1, second.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in second.stderr
+
+
+def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(
+    workers: ServerProcess, credentials: DevCredentials
+) -> None:
+    token = login(workers.target, *credentials.secrets["admin"])
+    before = _worker_pids(workers)
+    assert len(before) == WORKERS
+    psutil.Process(min(before)).send_signal(signal.SIGKILL)
+    give_up = time.monotonic() + 20
+    while len(_worker_pids(workers) - before) < 1:
+        assert time.monotonic() < give_up, "the killed worker was not replaced"
+        time.sleep(0.1)
+    for index in range(4):
+        cli(
+            "create",
+            "--name",
+            f"U{index}",
+            "--email",
+            f"u{index}@example.com",
+            "--token",
+            token,
+            "--target",
+            workers.target,
+        )
+    survivors = _worker_pids(workers)
+    workers.signal(signal.SIGTERM)
+    assert workers.wait() == 0
+    assert not [
+        pid for pid in survivors if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
+    ]
