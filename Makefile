@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-load lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -123,6 +123,12 @@ bench: setup tools ## unary hot path: the service beside the grpc.aio/sync floor
 
 bench-fanout: setup ## SubscribeUsers fan-out: 1,000 subscribers, 200 writes/s — delivery latency, cut-offs, server RSS
 	$(BIN)/python -m bench.fanout
+
+bench-workers: setup tools ## scale-out: 1 vs 2 workers on SQLite and PostgreSQL (GetUser, CreateUser), cores used
+	$(BIN)/python -m bench.workers
+
+bench-drivers: setup ## asyncpg vs psycopg 3 on this service's queries (why the PostgreSQL store uses asyncpg)
+	$(BIN)/python -m bench.postgres_drivers
 
 bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
 	$(BIN)/python -m bench.load_generator

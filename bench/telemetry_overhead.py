@@ -14,6 +14,7 @@ median is reported: on a small noisy machine only ratios measured in one run mea
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from scripts.dev_credentials import DevCredentials, write_dev_credentials
@@ -81,6 +83,7 @@ class Result:
     rps: float
     p50_ms: float
     p99_ms: float
+    server_cores: float = 0.0  # CPU the server's processes used while measured, in cores
 
 
 def _wait_serving(target: str, token: str | None) -> None:
@@ -117,20 +120,27 @@ def _protoset(directory: str) -> str:
 
 @dataclass
 class Load:
+    """How ghz loads a server: GetUser of user 1 by default, on core 1 when ``pinned``."""
+
     ghz: str
     protoset: str
+    pinned: bool = PINNED
+    method: str = "GetUser"
+    data: str = '{"id": 1}'
 
 
-def _ghz(load: Load, target: str, seconds: float, concurrency: int, token: str | None) -> Result:
+def _ghz(
+    load: Load, target: str, seconds: float, concurrency: int, token: str | None, *, connections: int = 1
+) -> Result:
     command = [
-        *(("taskset", "-c", LOAD_CPU) if PINNED else ()),
+        *(("taskset", "-c", LOAD_CPU) if load.pinned else ()),
         load.ghz,
         "--insecure",
         "--protoset", load.protoset,
-        "--call", "user.v1.UserService.GetUser",
-        "--data", '{"id": 1}',
+        "--call", f"user.v1.UserService.{load.method}",
+        "--data", load.data,
         "--concurrency", str(concurrency),
-        "--connections", "1",
+        "--connections", str(connections),
         "--duration", f"{seconds:g}s",
         "--format", "json",
         *(("--metadata", json.dumps({"authorization": f"Bearer {token}"})) if token else ()),
@@ -150,7 +160,9 @@ def _ghz(load: Load, target: str, seconds: float, concurrency: int, token: str |
     return Result(rps=report["rps"], p50_ms=percentiles[50], p99_ms=percentiles[99])
 
 
-def _measure(subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Namespace) -> Result:
+def _measure(
+    subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Namespace, *, connections: int = 1
+) -> Result:
     with tempfile.TemporaryDirectory(prefix="user-service-bench-") as data:
         port = free_port()
         credentials: DevCredentials | None = None
@@ -163,7 +175,7 @@ def _measure(subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Na
             if subject.authenticated:
                 credentials = write_dev_credentials(Path(data) / "credentials")
                 env |= credentials.server_env()
-        pin = ("taskset", "-c", SERVER_CPU) if PINNED else ()
+        pin = ("taskset", "-c", SERVER_CPU) if load.pinned else ()
         server = subprocess.Popen(
             [*pin, *command], env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -172,11 +184,25 @@ def _measure(subject: Subject, otlp_endpoint: str, load: Load, args: argparse.Na
             _wait_until_listening(target)
             token = login(target, *credentials.secrets["admin"]) if credentials is not None else None
             _wait_serving(target, token)
-            _ghz(load, target, args.warmup, args.concurrency, token)
-            return _ghz(load, target, args.duration, args.concurrency, token)
+            _ghz(load, target, args.warmup, args.concurrency, token, connections=connections)
+            cpu_before, started = _cpu_seconds(server.pid), time.monotonic()
+            result = _ghz(load, target, args.duration, args.concurrency, token, connections=connections)
+            result.server_cores = (_cpu_seconds(server.pid) - cpu_before) / (time.monotonic() - started)
+            return result
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time of a process and all its descendants (the workers of ``--workers``)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = process.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _wait_until_listening(target: str) -> None:

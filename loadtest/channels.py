@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import grpc
 
+from user_service.channels import channel_credentials, channel_options
 from user_service.config import ClientSettings
 
 
 def open_channel(settings: ClientSettings, *, dedicated: bool = False) -> grpc.Channel:
-    """TLS when a CA is given, mutual TLS with a client certificate. ``dedicated``: a
-    connection of its own (a local subchannel pool), not shared with other channels."""
-    options = [("grpc.use_local_subchannel_pool", 1)] if dedicated else []
-    if settings.ca_file is None:
+    """Round-robin over every address of the target, health-checked (``user_service.channels``);
+    ``dedicated``: connections of its own, not shared with other channels."""
+    options = channel_options(dedicated=dedicated)
+    credentials = channel_credentials(settings)
+    if credentials is None:
         return grpc.insecure_channel(settings.target, options=options)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=settings.ca_file.read_bytes(),
-        private_key=settings.key_file.read_bytes() if settings.key_file else None,
-        certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
-    )
     return grpc.secure_channel(settings.target, credentials, options=options)

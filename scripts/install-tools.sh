@@ -3,7 +3,7 @@
 # are instant. Versions come from .env (the same file docker-compose.yml reads its image tags from).
 #
 #   scripts/install-tools.sh [tools|stack|all]   (default: all)
-#     tools  buf, grpcurl, grpc-health-probe, ghz, docker-compose; dclint (npm)
+#     tools  buf, grpcurl, grpc-health-probe, ghz, docker-compose, kustomize, kubeconform; dclint (npm)
 #     stack  OpenTelemetry Collector, Jaeger, Prometheus, promtool
 #   (seconds to minutes each on a cold cache; progress is printed)
 #
@@ -51,7 +51,7 @@ go_install() {  # go_install NAME MODULE_PATH VERSION
     local tmp; tmp=$(mktemp -d)
     with_progress "$name $version" "$BUILD_DIR/$name.log" \
       env GOBIN="$tmp" CGO_ENABLED=0 go install "$module@$version"
-    mv "$tmp/$(basename "$module")" "$target"
+    mv "$tmp"/* "$target"  # the one binary built (its name: the module's last element, or the one before a /vN)
     rm -rf "$tmp"
   fi
   link "$name" "$name-$version"
@@ -120,6 +120,8 @@ case "$what" in
     go_install ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION"
     # docker compose's own parser checks docker-compose.yml (`docker-compose config`) without an engine.
     go_tool docker-compose github.com/docker/compose/v2/cmd "$COMPOSE_VERSION" "Docker Compose $COMPOSE_VERSION"
+    go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
+    go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
     npm_install dclint dclint "$DCLINT_VERSION" ;;&
   stack|all)
     build_collector

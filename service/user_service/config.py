@@ -190,7 +190,11 @@ class ClientSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="USER_SERVICE_", frozen=True, extra="ignore")
 
-    target: str = Field("localhost:50051", description="host:port of the server.")
+    target: str = Field(
+        "localhost:50051",
+        description="host:port of the server, or several: ipv4:host:port,host:port or dns:///name:port"
+        " (calls are balanced round-robin over the healthy ones).",
+    )
     timeout: Annotated[float, Field(gt=0)] = Field(10.0, description="Deadline of each call, in seconds.")
     token: str | None = Field(None, description="Access token sent as `authorization: Bearer`.")
     ca_file: Path | None = Field(None, description="CA that signed the server certificate: connect with TLS.")

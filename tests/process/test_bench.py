@@ -60,3 +60,14 @@ def test_postgres_driver_benchmark_compares_asyncpg_with_psycopg(postgres_cluste
     for label in ("asyncpg point read", "psycopg 3 point read", "asyncpg write", "psycopg 3 write"):
         assert label in report
     assert "µs CPU per op" in report
+
+
+def test_workers_benchmark_reports_the_ratio_of_two_workers_to_one() -> None:
+    require_tool("ghz")
+    report = _report(
+        "bench.workers",
+        *("--duration", "1", "--warmup", "0.5", "--rounds", "1", "--calls", "GetUser", "--no-postgres"),
+    )
+    assert any(line.startswith("GetUser    SQLite, 1 worker") for line in report)
+    two = next(line for line in report if line.startswith("GetUser    SQLite, 2 workers"))
+    assert two.endswith("x"), "rps and cores of 2 workers against 1"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TextIO
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
+from user_service.channels import channel_credentials, channel_options
 from user_service.cli.output import print_message
 from user_service.config import ClientSettings
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
@@ -43,15 +44,12 @@ def call_options(settings: ClientSettings) -> CallOptions:
 def open_channel(
     settings: ClientSettings, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
 ) -> grpc.aio.Channel:
-    """TLS when a CA is given; mutual TLS when a client certificate is given too."""
-    if settings.ca_file is None:
-        return grpc.aio.insecure_channel(settings.target, interceptors=interceptors)
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=settings.ca_file.read_bytes(),
-        private_key=settings.key_file.read_bytes() if settings.key_file else None,
-        certificate_chain=settings.cert_file.read_bytes() if settings.cert_file else None,
-    )
-    return grpc.aio.secure_channel(settings.target, credentials, interceptors=interceptors)
+    """Round-robin over every address of the target, health-checked; TLS as configured."""
+    options = channel_options()
+    credentials = channel_credentials(settings)
+    if credentials is None:
+        return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)
+    return grpc.aio.secure_channel(settings.target, credentials, options=options, interceptors=interceptors)
 
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
