@@ -10,12 +10,18 @@ fixed rate) share one process on core 1. Each event's latency is its receipt min
 ``event_time`` (the server's commit time; one host, one clock). Also reported: the server's own
 delivery-lag histogram (commit → written to the stream), subscribers cut off for falling
 behind, and the server's RSS idle, with every subscriber connected, and at the end.
+
+Across processes (``--writer other``): the writes go to a second server process on the same
+database, so every event reaches the subscribers through the outbox relay of the first — woken
+by PostgreSQL's NOTIFY (``--store postgres``: a local cluster the benchmark starts) or by its
+poll of the SQLite file. That latency is what subscribers see in a multi-replica deployment.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
@@ -25,7 +31,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from tests.support.processes import ServerProcess
+from tests.support.postgres import PostgresCluster, server_bindir
+from tests.support.processes import ServerProcess, free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 if TYPE_CHECKING:
@@ -84,7 +91,7 @@ async def write(stub: UserServiceAsyncStub, rate: float, seconds: float) -> dict
     return outcomes
 
 
-async def run(server: ServerProcess, args: argparse.Namespace) -> None:
+async def run(server: ServerProcess, writer_target: str, args: argparse.Namespace) -> None:
     idle = server.resources()
     channels = [grpc.aio.insecure_channel(server.target) for _ in range(CONNECTIONS)]
     stubs: list[UserServiceAsyncStub] = [user_pb2_grpc.UserServiceStub(channel) for channel in channels]
@@ -95,7 +102,8 @@ async def run(server: ServerProcess, args: argparse.Namespace) -> None:
     while server.metric("user_service_subscribers") < args.subscribers:  # noqa: ASYNC110 - polls another process
         await asyncio.sleep(0.1)
     connected = server.resources()
-    writes = await write(stubs[0], args.writes, args.duration)
+    async with grpc.aio.insecure_channel(writer_target) as writer_channel:
+        writes = await write(user_pb2_grpc.UserServiceStub(writer_channel), args.writes, args.duration)
     await asyncio.sleep(args.drain)
     for stream in streams:
         stream.cancel()
@@ -122,7 +130,8 @@ def report(
 
     print(
         f"\n{args.subscribers} subscribers, {args.writes:g} writes/s for {args.duration:g} s"
-        f" ({'server on core 0, clients on core 1' if PINNED else 'unpinned'}):\n"
+        f" ({'server on core 0, clients on core 1' if PINNED else 'unpinned'}), {args.store},"
+        f" writes made on {'another server process' if args.writer == 'other' else 'the same server'}:\n"
         f"  writes                   {writes}, {len(deliveries.event_ids) / args.duration:.0f}/s committed"
         f" (at most {WRITES_IN_FLIGHT} in flight)\n"
         f"  events delivered         {len(got)} of {expected} (every committed change to every subscriber:"
@@ -166,22 +175,38 @@ def main() -> int:
     parser.add_argument("--writes", type=float, default=200, help="CreateUser calls per second")
     parser.add_argument("--duration", type=float, default=10, help="seconds of writes")
     parser.add_argument("--drain", type=float, default=5, help="seconds to let deliveries finish")
+    parser.add_argument("--store", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--writer",
+        choices=["same", "other"],
+        default="same",
+        help="write through the subscribers' server or another",
+    )
     args = parser.parse_args()
     if PINNED:
         os.sched_setaffinity(0, {1})
-    with tempfile.TemporaryDirectory(prefix="user-service-fanout-") as data:
+    with contextlib.ExitStack() as stack:
+        data = stack.enter_context(tempfile.TemporaryDirectory(prefix="user-service-fanout-"))
+        database = f"sqlite:///{data}/users.db"
+        if args.store == "postgres":
+            bindir = server_bindir()
+            if bindir is None:
+                parser.error("PostgreSQL server binaries not found: apt-get install postgresql")
+            cluster = PostgresCluster(bindir, free_port()).start()
+            stack.callback(cluster.stop)
+            database = cluster.url
         cap = str(args.subscribers)
-        server = ServerProcess(
-            f"sqlite:///{data}/users.db",
-            env={"USER_SERVICE_MAX_SUBSCRIBERS": cap, "USER_SERVICE_MAX_SUBSCRIPTIONS_PER_CALLER": cap},
-        )
-        server.start()
+        limits = {"USER_SERVICE_MAX_SUBSCRIBERS": cap, "USER_SERVICE_MAX_SUBSCRIPTIONS_PER_CALLER": cap}
+        server = ServerProcess(database, env=limits).start()
+        stack.callback(server.stop)
         if PINNED and server.process is not None:
             os.sched_setaffinity(server.process.pid, {0})
-        try:
-            asyncio.run(run(server, args))
-        finally:
-            server.stop()
+        writer_target = server.target
+        if args.writer == "other":
+            writer = ServerProcess(database).start()
+            stack.callback(writer.stop)
+            writer_target = writer.target
+        asyncio.run(run(server, writer_target, args))
     return 0
 
 
