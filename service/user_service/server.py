@@ -139,6 +139,9 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
             server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
         )
     except RuntimeError as error:
+        await relay.stop()
+        if retention is not None:
+            await retention.stop()
         await store.close()
         raise PortInUseError(
             f"cannot listen on {address}: the port is taken or the address invalid"

@@ -54,6 +54,9 @@ def claim_port(host: str, port: int) -> int:
     """Fails unless ``host:port`` is free; returns the port (a free one for port 0)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # SO_REUSEADDR (as grpc sets it): connections of a previous run in TIME_WAIT do not
+        # count as holding the port; a listening socket still does.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host.strip("[]"), port))
         except OSError as error:

@@ -22,6 +22,18 @@ class User:
     def etag(self) -> str:
         return str(self.version)
 
+    def changed(self, changes: UserChanges, at: datetime) -> User:
+        """The next version of this user: ``changes`` applied, updated ``at`` (never earlier
+        than the previous update, whatever the clock did)."""
+        return User(
+            self.id,
+            self.name if changes.name is None else changes.name,
+            self.email if changes.email is None else changes.email,
+            self.create_time,
+            max(at, self.update_time),
+            self.version + 1,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class NewUser:

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 
+from user_service.domain.background import BackgroundTask
 from user_service.domain.errors import StoreUnavailableError
 from user_service.domain.events import EventBroker
 from user_service.domain.models import UserEvent
@@ -30,7 +31,7 @@ from user_service.store.base import UserStore
 log = logging.getLogger(__name__)
 
 
-class OutboxRelay:
+class OutboxRelay(BackgroundTask):
     def __init__(
         self,
         store: UserStore,
@@ -40,6 +41,7 @@ class OutboxRelay:
         batch_size: int = 256,
         retry_delay: float = 1.0,
     ) -> None:
+        super().__init__()
         self._store = store
         self._broker = broker
         self._poll_interval = poll_interval
@@ -47,7 +49,6 @@ class OutboxRelay:
         self._retry_delay = retry_delay
         self._wake = asyncio.Event()
         self._last = 0
-        self._task: asyncio.Task[None] | None = None
 
     @property
     def last_published(self) -> int:
@@ -57,7 +58,7 @@ class OutboxRelay:
         """Publishes what is committed from now on (subscribers replay the past from the store)."""
         self._last = await self._store.last_event_id()
         await self._store.watch_commits(self.nudge)
-        self._task = asyncio.create_task(self._run(), name="outbox-relay")
+        self._spawn(self._run(), "outbox-relay")
 
     def committed(self, event: UserEvent) -> None:
         """A write of this process committed ``event``: publish it (and whatever precedes it)."""
@@ -65,13 +66,6 @@ class OutboxRelay:
 
     def nudge(self) -> None:
         self._wake.set()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
     async def _run(self) -> None:
         while True:

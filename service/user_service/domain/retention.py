@@ -9,31 +9,24 @@ missing events.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import UTC, datetime, timedelta
 
+from user_service.domain.background import BackgroundTask
 from user_service.store.base import UserStore
 
 log = logging.getLogger(__name__)
 
 
-class OutboxRetention:
+class OutboxRetention(BackgroundTask):
     def __init__(self, store: UserStore, *, keep_for: timedelta, check_every: timedelta) -> None:
+        super().__init__()
         self._store = store
         self._keep_for = keep_for
         self._check_every = check_every.total_seconds()
-        self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="outbox-retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._spawn(self._run(), "outbox-retention")
 
     async def prune_once(self) -> int:
         removed = await self._store.prune_events(older_than=datetime.now(UTC) - self._keep_for)

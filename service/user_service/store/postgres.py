@@ -239,14 +239,7 @@ class PostgresUserStore:
         async def write(connection: Connection) -> UserEvent:
             current = await _locked_user(connection, user_id, expected_version)
             now = _now()
-            updated = User(
-                user_id,
-                current.name if changes.name is None else changes.name,
-                current.email if changes.email is None else changes.email,
-                current.create_time,
-                max(now, current.update_time),
-                current.version + 1,
-            )
+            updated = current.changed(changes, now)
             try:
                 await connection.execute(
                     "UPDATE users SET name = $1, email = $2, update_time = $3, version = $4 WHERE id = $5",

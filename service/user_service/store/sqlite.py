@@ -313,14 +313,7 @@ def _update_user(
         current = _select_user(connection, user_id)
         _check_version(current, expected_version)
         now = _now_us()
-        updated = User(
-            user_id,
-            current.name if changes.name is None else changes.name,
-            current.email if changes.email is None else changes.email,
-            current.create_time,
-            _time(max(now, _us(current.update_time))),
-            current.version + 1,
-        )
+        updated = current.changed(changes, _time(now))
         try:
             connection.execute(
                 "UPDATE users SET name = ?, email = ?, update_time_us = ?, version = ? WHERE id = ?",
