@@ -2,8 +2,10 @@
 
     python -m scripts.dev_credentials .dev/credentials
 
-writes ``jwt.secret``, ``clients.json`` (scrypt hashes, what the server reads) and
-``client-secrets.json`` (the plaintext secrets, what a developer or the demo logs in with).
+writes ``jwt.secret``, ``clients.json`` (scrypt hashes, what the server reads),
+``client-secrets.json`` (the plaintext secrets, what a developer or the demo logs in with), and
+for the compose stack's PostgreSQL ``postgres.password`` and ``database.url`` (the service's
+connection URL, password included).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 from user_service.auth.credentials import hash_secret
 
 ROLES = ("reader", "writer", "admin")
+# The compose stack's database (docker-compose.yml: service postgres, user and database below).
+COMPOSE_DATABASE = "postgresql://user_service:{password}@postgres:5432/users"
 
 
 @dataclass(frozen=True)
@@ -54,7 +58,19 @@ def write_dev_credentials(directory: Path) -> DevCredentials:
     )
     for file in (jwt_secret_file, clients_file, secrets_file):
         file.chmod(0o644)
+    write_database_credentials(directory)
     return DevCredentials(jwt_secret_file, clients_file, plain)
+
+
+def write_database_credentials(directory: Path) -> None:
+    """A fresh PostgreSQL password and the URL the service connects with (0644, as above)."""
+    password = secrets.token_urlsafe(24)
+    for name, text in (
+        ("postgres.password", password),
+        ("database.url", COMPOSE_DATABASE.format(password=password)),
+    ):
+        (directory / name).write_text(text)
+        (directory / name).chmod(0o644)
 
 
 def ensure_dev_credentials(directory: Path) -> DevCredentials:
@@ -63,6 +79,8 @@ def ensure_dev_credentials(directory: Path) -> DevCredentials:
     secrets_file = directory / "client-secrets.json"
     if not secrets_file.exists():
         return write_dev_credentials(directory)
+    if not (directory / "database.url").exists():  # credentials made before the stack had PostgreSQL
+        write_database_credentials(directory)
     saved = json.loads(secrets_file.read_text())
     plain = {role: (entry["client_id"], entry["client_secret"]) for role, entry in saved.items()}
     return DevCredentials(directory / "jwt.secret", directory / "clients.json", plain)

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +31,10 @@ class ServerSettings(BaseSettings):
         "sqlite:///data/users.db",
         description="sqlite:///relative/path, sqlite:////absolute/path, or"
         " postgresql://user[:password]@host[:port]/database (libpq URL; query options like sslmode allowed).",
+    )
+    database_url_file: Path | None = Field(
+        None,
+        description="File holding the database URL (a secret: it has the password); wins over database_url.",
     )
     database_pool_size: Annotated[int, Field(ge=1, le=1000)] = Field(
         10, description="PostgreSQL: connections each server process keeps at most."
@@ -148,6 +152,20 @@ class ServerSettings(BaseSettings):
         if isinstance(value, bool) or (isinstance(value, str) and value.lower() in ("true", "false")):
             return "all" if str(value).lower() == "true" else "off"
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _database_url_from_file(cls, data: Any) -> Any:
+        """Reads USER_SERVICE_DATABASE_URL_FILE once, at start-up, like the other secret files."""
+        if isinstance(data, dict) and data.get("database_url_file"):
+            try:
+                url = Path(data["database_url_file"]).read_text().strip()
+            except OSError as error:
+                raise ValueError(
+                    f"database_url_file: {error.strerror}: {data['database_url_file']}"
+                ) from error
+            data = {**data, "database_url": url}
+        return data
 
     @field_validator("database_url")
     @classmethod

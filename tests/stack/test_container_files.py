@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -28,6 +29,7 @@ from scripts.stack.observe import eventually
 from tests.conftest import require_tool
 from tests.stack.conftest import env_versions
 from tests.support.processes import ServerProcess, free_port
+from user_service.config import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
@@ -465,7 +467,13 @@ def test_secrets_are_the_files_make_credentials_writes(tmp_path: Path) -> None:
     """The compose secrets are the development credentials as scripts.dev_credentials writes
     them, in .dev/credentials, which git and the build context both leave out."""
     written = write_dev_credentials(tmp_path)
-    names = {written.jwt_secret_file.name, written.clients_file.name, "client-secrets.json"}
+    names = {
+        written.jwt_secret_file.name,
+        written.clients_file.name,
+        "client-secrets.json",
+        "postgres.password",
+        "database.url",
+    }
     assert {path.name for path in tmp_path.iterdir()} == names
     for secret in compose()["secrets"].values():
         path = Path(secret["file"])
@@ -481,7 +489,11 @@ def test_services_find_their_secrets_where_they_look() -> None:
     server = services()["user-service"]
     assert server["environment"]["USER_SERVICE_JWT_SECRET_FILE"] == "/run/secrets/jwt_secret"
     assert server["environment"]["USER_SERVICE_AUTH_CLIENTS_FILE"] == "/run/secrets/auth_clients"
-    assert {"jwt_secret", "auth_clients"} == set(server["secrets"])
+    assert server["environment"]["USER_SERVICE_DATABASE_URL_FILE"] == "/run/secrets/database_url"
+    assert {"jwt_secret", "auth_clients", "database_url"} == set(server["secrets"])
+    postgres = services()["postgres"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert postgres["secrets"] == ["postgres_password"]
     runtime = stage_chain("load-generator")[-1]
     workdir = next(i.split()[1] for i in runtime.instructions if i.startswith("WORKDIR "))
     for name in ("locust", "locust-worker"):
@@ -556,3 +568,35 @@ def test_build_context_holds_what_the_dockerfile_copies_and_no_secret() -> None:
         "reports/x",
     ):
         assert excluded_from_build_context(private), private
+
+
+# --- replicas on PostgreSQL ------------------------------------------------------------------------
+
+
+def test_the_service_runs_replicas_on_the_compose_database(tmp_path: Path) -> None:
+    """Two or more replicas, each reaching the postgres service with the user, database and
+    password the postgres container is created with (the URL make credentials writes)."""
+    server, postgres = services()["user-service"], services()["postgres"]
+    assert replicas(server) >= 2
+    assert server["depends_on"]["postgres"]["condition"] == "service_healthy"
+    write_dev_credentials(tmp_path)
+    url = urllib.parse.urlsplit((tmp_path / "database.url").read_text())
+    assert (url.scheme, url.hostname, url.port) == ("postgresql", "postgres", 5432)
+    assert url.username == postgres["environment"]["POSTGRES_USER"]
+    assert url.path == "/" + postgres["environment"]["POSTGRES_DB"]
+    assert url.password == (tmp_path / "postgres.password").read_text()
+    assert ServerSettings(database_url_file=tmp_path / "database.url", auth_enabled=False).database_kind == (
+        "postgresql"
+    )
+
+
+def test_every_replica_is_published_scraped_and_balanced_over() -> None:
+    server = services()["user-service"]
+    count = replicas(server)
+    for port in server["ports"]:
+        first, last = (int(p) for p in str(port).split(":")[1].split("-"))
+        assert last - first + 1 == count, f"one host port per replica: {port}"
+    (group,) = yaml.safe_load((REPO / "prometheus/targets/user-service.yml").read_text())
+    assert group["targets"] == [f"{compose()['name']}-user-service-{i}:9464" for i in range(1, count + 1)]
+    target = compose()["x-load-generator-environment"]["USER_SERVICE_TARGET"]
+    assert target == "dns:///user-service:50051", "every replica's address, balanced round-robin"
