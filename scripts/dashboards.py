@@ -168,6 +168,13 @@ RED = Board(
                     unit="reqps",
                 ),
                 Panel(
+                    "Requests per second by replica",
+                    "Is the load spread over every replica (client-side round robin)? A replica whose "
+                    "rate falls to zero while the others rise is draining or failing its health check.",
+                    (Query(sum_by("instance", rate("grpc_server_handled_total", SELECTED)), "{{instance}}"),),
+                    unit="reqps",
+                ),
+                Panel(
                     "RPCs in flight",
                     "How many RPCs are running right now, per method (held streams included)?",
                     (
