@@ -68,7 +68,7 @@ run: setup ## run the server in the foreground with development credentials (see
 
 # The observability stack: Docker compose when a Docker engine answers, else the same components
 # as native processes (built on first use; pid and log files in .stack/). STACK_ENGINE=native|docker
-# chooses explicitly.
+# chooses explicitly; STACK_REPLICAS=2 runs two service replicas natively (compose always runs two).
 STACK := $(BIN)/python -m scripts.stack
 
 up: setup ## start the stack (Collector, Jaeger, Prometheus, Grafana with Docker; the service) and wait until healthy

@@ -6,6 +6,7 @@ native processes otherwise."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -30,11 +31,21 @@ def main() -> int:
     parser.add_argument(
         "--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="native stack: pid, log, data files"
     )
+    parser.add_argument(
+        "--replicas",
+        type=int,
+        default=int(os.environ.get("STACK_REPLICAS", "0")) or None,
+        help="native `up`: service replicas on one SQLite file, balanced round-robin (env STACK_REPLICAS;"
+        " default 1, or what the running stack has)",
+    )
     args = parser.parse_args()
     engine = args.engine if args.engine != "auto" else ("docker" if docker_engine_answers() else "native")
     if engine == "docker":
         return compose(args.command)
-    return native(args.command, StackPlan.load(args.run_dir))
+    plan = StackPlan.load(args.run_dir)
+    if args.command == "up" and args.replicas is not None:
+        plan = dataclasses.replace(plan, replicas=args.replicas)
+    return native(args.command, plan)
 
 
 def docker_engine_answers() -> bool:
@@ -76,6 +87,10 @@ def native(command: str, plan: StackPlan) -> int:
         build_native_binaries()
     credentials = ensure_dev_credentials(plan.credentials_dir)
     stack = NativeStack(plan, credentials.server_env())
+    running = StackPlan.load(plan.run_dir)
+    if command == "up" and running.replicas != plan.replicas and any(s.pid for s in stack.status()):
+        print(f"A stack with {running.replicas} replica(s) is running: `make down` first.", file=sys.stderr)
+        return 1
     if command == "up":
         print(f"Starting the stack as native processes (no Docker engine); logs in {plan.logs}")
         try:

@@ -76,32 +76,36 @@ def components(plan: StackPlan, service_env: dict[str, str]) -> list[Component]:
             ready=lambda: _http_ok(f"http://{loopback}:{ports.prometheus}/-/ready"),
             url=f"http://{loopback}:{ports.prometheus} (HTTP API; this Go build has no web UI)",
         ),
-        Component(
-            "user-service",
-            [
-                str(Path(sys.executable).with_name("user-service")),
-                *(
-                    "serve",
-                    "--host",
-                    loopback,
-                    "--port",
-                    str(ports.grpc),
-                    "--metrics-port",
-                    str(ports.metrics),
-                ),
-            ],
-            ready=lambda: _serving(plan.target),
-            url=f"{plan.target} (gRPC), {plan.metrics_url}",
-            env={
-                "USER_SERVICE_DATABASE_URL": f"sqlite:///{plan.run_dir / 'data/users.db'}",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
-                # Export every second (the SDK's default: 5 s) so a call is in Jaeger within
-                # about two seconds; as in docker-compose.yml.
-                "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000"),
-                **service_env,
-            },
+        *(
+            _service(plan, index, grpc, metrics, service_env)
+            for index, (grpc, metrics) in enumerate(plan.replica_ports())
         ),
     ]
+
+
+def _service(
+    plan: StackPlan, index: int, grpc_port: int, metrics_port: int, env: dict[str, str]
+) -> Component:
+    """Replica ``index`` of the service ("user-service", then "user-service-2", …). Replicas share
+    one SQLite file: the outbox relay of each delivers the others' writes to its subscribers."""
+    target = f"127.0.0.1:{grpc_port}"
+    return Component(
+        "user-service" if index == 0 else f"user-service-{index + 1}",
+        [
+            str(Path(sys.executable).with_name("user-service")),
+            *("serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(metrics_port)),
+        ],
+        ready=lambda: _serving(target),
+        url=f"{target} (gRPC), http://127.0.0.1:{metrics_port}/metrics",
+        env={
+            "USER_SERVICE_DATABASE_URL": f"sqlite:///{plan.run_dir / 'data/users.db'}",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
+            # Export every second (the SDK's default: 5 s) so a call is in Jaeger within
+            # about two seconds; as in docker-compose.yml.
+            "OTEL_BSP_SCHEDULE_DELAY": os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "1000"),
+            **env,
+        },
+    )
 
 
 def _binary(name: str) -> str:
@@ -125,14 +129,15 @@ def _prometheus_config(plan: StackPlan) -> Path:
         link.symlink_to(REPO / "prometheus" / name)
     ports = plan.ports
     targets = {
-        "user-service": ports.metrics,
-        "otel-collector-exporter": ports.span_metrics,
-        "otel-collector": ports.collector_metrics,
-        "jaeger": ports.jaeger_metrics,
-        "prometheus": ports.prometheus,
+        "user-service": [metrics for _, metrics in plan.replica_ports()],
+        "otel-collector-exporter": [ports.span_metrics],
+        "otel-collector": [ports.collector_metrics],
+        "jaeger": [ports.jaeger_metrics],
+        "prometheus": [ports.prometheus],
     }
-    for job, port in targets.items():
-        (folder / "targets" / f"{job}.yml").write_text(f'- targets: ["127.0.0.1:{port}"]\n')
+    for job, job_ports in targets.items():
+        listed = ", ".join(f'"127.0.0.1:{port}"' for port in job_ports)
+        (folder / "targets" / f"{job}.yml").write_text(f"- targets: [{listed}]\n")
     return folder / "prometheus.yml"
 
 

@@ -14,6 +14,9 @@ REPO = Path(__file__).resolve().parents[2]
 # Where `make up` keeps the native stack; STACK_RUN_DIR puts another one elsewhere (the tests).
 DEFAULT_RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", REPO / ".stack"))
 CREDENTIALS_DIR = REPO / ".dev" / "credentials"
+# How many service replicas a native stack may run (STACK_REPLICAS): replica i listens on the
+# gRPC and metrics ports of the plan plus i.
+REPLICA_PORT_SPAN = 10
 
 
 @dataclass(frozen=True)
@@ -37,10 +40,13 @@ class StackPorts:
 
     @classmethod
     def free(cls) -> StackPorts:
-        """Free ports for every component: a test's stack beside a developer's."""
+        """Free ports for every component: a test's stack beside a developer's. Ten apart, so
+        that replicas can take the ports after the service's (``StackPlan.replica_ports``)."""
         ports: set[int] = set()
         while len(ports) < len(cls.__dataclass_fields__):
-            ports.add(free_port())
+            port = free_port()
+            if all(abs(port - other) >= REPLICA_PORT_SPAN for other in ports):
+                ports.add(port)
         return cls(*sorted(ports))
 
 
@@ -49,10 +55,22 @@ class StackPlan:
     run_dir: Path = DEFAULT_RUN_DIR
     ports: StackPorts = field(default_factory=StackPorts)
     credentials_dir: Path = CREDENTIALS_DIR
+    replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.replicas <= REPLICA_PORT_SPAN:
+            raise ValueError(f"replicas must be 1 to {REPLICA_PORT_SPAN}, not {self.replicas}")
+
+    def replica_ports(self) -> list[tuple[int, int]]:
+        """(gRPC, metrics) port of each service replica."""
+        return [(self.ports.grpc + i, self.ports.metrics + i) for i in range(self.replicas)]
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.ports.grpc}"
+        """The service: one address, or every replica's for client-side round robin."""
+        if self.replicas == 1:
+            return f"127.0.0.1:{self.ports.grpc}"
+        return "ipv4:" + ",".join(f"127.0.0.1:{grpc}" for grpc, _ in self.replica_ports())
 
     @property
     def metrics_url(self) -> str:
@@ -77,7 +95,14 @@ class StackPlan:
     def save(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "plan.json").write_text(
-            json.dumps({"ports": asdict(self.ports), "credentials_dir": str(self.credentials_dir)}, indent=2)
+            json.dumps(
+                {
+                    "ports": asdict(self.ports),
+                    "credentials_dir": str(self.credentials_dir),
+                    "replicas": self.replicas,
+                },
+                indent=2,
+            )
         )
 
     @classmethod
@@ -87,4 +112,6 @@ class StackPlan:
         if not saved.exists():
             return cls(run_dir)
         data = json.loads(saved.read_text())
-        return cls(run_dir, StackPorts(**data["ports"]), Path(data["credentials_dir"]))
+        return cls(
+            run_dir, StackPorts(**data["ports"]), Path(data["credentials_dir"]), data.get("replicas", 1)
+        )
