@@ -32,7 +32,7 @@ from scripts.dev_credentials import DevCredentials, ensure_dev_credentials
 from scripts.stack.__main__ import build_native_binaries, docker_engine_answers
 from scripts.stack.native import NativeStack, StackError
 from scripts.stack.observe import Jaeger, Prometheus, end_to_end_trace, eventually, format_tree
-from scripts.stack.plan import REPO, StackPlan
+from scripts.stack.plan import REPO, StackPlan, requested_replicas
 from scripts.stack.probes import login, traced_call
 
 CLI = str(Path(sys.executable).with_name("user-service"))
@@ -43,7 +43,7 @@ SAMPLING = "0.1"  # the load generator's trace sampling ratio in the demo (make 
 
 
 def main() -> int:
-    plan = StackPlan.load()
+    plan = requested_replicas(StackPlan.load())
     credentials = ensure_dev_credentials(plan.credentials_dir)
     started = time.monotonic()
     stack = _up(plan, credentials)
@@ -172,6 +172,15 @@ def _print_server_view(prometheus: Prometheus, window: int) -> None:
             + "".join(f"{value:>9.1f}" for value in shown)
             + streams
         )
+    per_replica = prometheus.query(
+        f"sum by (instance) (increase(grpc_server_handled_total{{{selector}}}[{window}s])) / {LOAD_SECONDS}"
+    )
+    if len(per_replica) > 1:  # STACK_REPLICAS / compose: how round robin spread the run
+        spread = ", ".join(
+            f"{sample['metric']['instance']} {float(sample['value'][1]):.1f}"
+            for sample in sorted(per_replica, key=lambda s: s["metric"]["instance"])
+        )
+        print(f"   req/s per replica: {spread}")
 
 
 def _print_slowest_exemplar(prometheus: Prometheus, jaeger: Jaeger, plan: StackPlan, window: int) -> None:

@@ -6,7 +6,6 @@ native processes otherwise."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 from scripts.dev_credentials import ensure_dev_credentials
 from scripts.stack.native import NativeStack, StackError
-from scripts.stack.plan import DEFAULT_RUN_DIR, REPO, StackPlan
+from scripts.stack.plan import DEFAULT_RUN_DIR, REPO, StackPlan, requested_replicas
 
 GRAFANA = "http://localhost:3000 (dashboards under 'user-service'; anonymous read-only)"
 
@@ -34,7 +33,6 @@ def main() -> int:
     parser.add_argument(
         "--replicas",
         type=int,
-        default=int(os.environ.get("STACK_REPLICAS", "0")) or None,
         help="native `up`: service replicas on one SQLite file, balanced round-robin (env STACK_REPLICAS;"
         " default 1, or what the running stack has)",
     )
@@ -43,8 +41,8 @@ def main() -> int:
     if engine == "docker":
         return compose(args.command)
     plan = StackPlan.load(args.run_dir)
-    if args.command == "up" and args.replicas is not None:
-        plan = dataclasses.replace(plan, replicas=args.replicas)
+    if args.command == "up":
+        plan = requested_replicas(plan, args.replicas)
     return native(args.command, plan)
 
 

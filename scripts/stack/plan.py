@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from tests.support.processes import free_port
@@ -115,3 +115,9 @@ class StackPlan:
         return cls(
             run_dir, StackPorts(**data["ports"]), Path(data["credentials_dir"]), data.get("replicas", 1)
         )
+
+
+def requested_replicas(plan: StackPlan, replicas: int | None = None) -> StackPlan:
+    """``plan`` with the replica count asked for: ``replicas``, else STACK_REPLICAS, else its own."""
+    wanted = replicas or int(os.environ.get("STACK_REPLICAS", "0") or 0)
+    return replace(plan, replicas=wanted) if wanted else plan
