@@ -18,11 +18,14 @@ connection, and every call on it, stays with one worker).
   give one endpoint but cannot carry exemplars, which link latency to traces; a per-worker
   port costs one scrape target per worker instead.
 * A worker that dies is started again (after a pause that grows while it keeps dying quickly);
-  SIGTERM/SIGINT is passed to every worker, and the supervisor exits when all have drained.
+  SIGTERM/SIGINT is passed to every worker, and the supervisor exits when all have drained. A
+  supervisor that is killed outright (SIGKILL, OOM) takes its workers with it: each asks the
+  kernel for a SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and drains.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -38,8 +41,22 @@ from user_service.config import ServerSettings
 log = logging.getLogger(__name__)
 
 WORKER_INDEX_ENV = "USER_SERVICE_WORKER_INDEX"
+SUPERVISOR_PID_ENV = "USER_SERVICE_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1
 _QUICK_DEATH = 5.0  # a worker dying sooner than this after its start is failing to start
 _MAX_QUICK_DEATHS = 5
+
+
+def die_with_supervisor() -> None:
+    """Called first thing in a worker: SIGTERM when the supervisor dies, however it dies."""
+    supervisor = os.environ.get(SUPERVISOR_PID_ENV)
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        log.warning("cannot ask to be stopped with the supervisor (prctl errno %d)", ctypes.get_errno())
+    if os.getppid() != int(supervisor):  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class PortHeldError(Exception):
@@ -96,6 +113,7 @@ class Supervisor:
             **os.environ,
             **self._settings_env(),
             WORKER_INDEX_ENV: str(index),
+            SUPERVISOR_PID_ENV: str(os.getpid()),
             "USER_SERVICE_PORT": str(port),
             "USER_SERVICE_METRICS_PORT": str(metrics_port),
             "USER_SERVICE_WORKERS": "1",

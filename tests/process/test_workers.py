@@ -147,3 +147,16 @@ def test_a_dead_worker_is_replaced_and_sigterm_stops_every_worker(
     assert not [
         pid for pid in survivors if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
     ]
+
+
+def test_workers_stop_when_their_supervisor_is_killed(workers: ServerProcess) -> None:
+    """SIGKILL (or the OOM killer) gives the supervisor no chance to pass anything on: the
+    kernel does, and the workers drain and exit instead of holding the port forever."""
+    pids = _worker_pids(workers)
+    assert len(pids) == WORKERS
+    workers.signal(signal.SIGKILL)
+    workers.wait()
+    give_up = time.monotonic() + 20
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids):
+        assert time.monotonic() < give_up, "workers outlived their supervisor"
+        time.sleep(0.1)

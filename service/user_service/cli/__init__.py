@@ -56,10 +56,12 @@ def _serve(args: argparse.Namespace) -> int:
     # The server's imports are not needed by client commands.
     from user_service.server import PortInUseError, serve
     from user_service.telemetry.logging import configure_logging
-    from user_service.workers import PortHeldError, Supervisor, default_worker_count
+    from user_service.workers import PortHeldError, Supervisor, default_worker_count, die_with_supervisor
 
     log_writer = configure_logging(settings.log_level, settings.log_format)
     workers = settings.workers or default_worker_count()
+    if settings.worker_index is not None:
+        die_with_supervisor()
     try:
         if workers > 1 and settings.worker_index is None:
             return Supervisor(settings, workers).run()
