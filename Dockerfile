@@ -123,8 +123,11 @@ RUN mkdir /var/lib/user-service && chown app:app /var/lib/user-service
 USER 10001:10001
 # A container is reached from outside its network namespace: bind every interface, both for
 # gRPC and for /metrics (the settings default to loopback, right for a laptop, wrong here).
+# One server process per container (the default, one per core, would count the host's cores,
+# not the container's CPU quota): scale containers instead.
 ENV USER_SERVICE_HOST=0.0.0.0 \
     USER_SERVICE_METRICS_HOST=0.0.0.0 \
+    USER_SERVICE_WORKERS=1 \
     USER_SERVICE_DATABASE_URL=sqlite:////var/lib/user-service/users.db
 EXPOSE 50051 9464
 ENTRYPOINT ["user-service"]

@@ -171,7 +171,12 @@ def _measure(
             command = [sys.executable, "-m", subject.module, str(port), *subject.arguments]
         else:
             command = [CLI, "serve", "--port", str(port)]
-            env |= {"USER_SERVICE_DATABASE_URL": f"sqlite:///{data}/users.db", **subject.env}
+            # One server process (pinned to one core) unless the subject asks for workers.
+            env |= {
+                "USER_SERVICE_DATABASE_URL": f"sqlite:///{data}/users.db",
+                "USER_SERVICE_WORKERS": "1",
+                **subject.env,
+            }
             if subject.authenticated:
                 credentials = write_dev_credentials(Path(data) / "credentials")
                 env |= credentials.server_env()

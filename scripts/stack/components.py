@@ -94,6 +94,7 @@ def _service(
         [
             str(Path(sys.executable).with_name("user-service")),
             *("serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(metrics_port)),
+            *("--workers", "1"),  # a replica is one process, as a container or a pod is
         ],
         ready=lambda: _serving(target),
         url=f"{target} (gRPC), http://127.0.0.1:{metrics_port}/metrics",

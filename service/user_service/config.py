@@ -22,7 +22,9 @@ class ServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind; 0.0.0.0 or [::] in a container.")
     port: Annotated[int, Field(ge=0, le=65535)] = Field(50051, description="gRPC port; 0 picks a free one.")
     workers: Annotated[int, Field(ge=0, le=256)] = Field(
-        1, description="Server processes sharing the port (SO_REUSEPORT); 0 = one per core."
+        0,
+        description="Server processes sharing the port (SO_REUSEPORT); 0 = one per core the process"
+        " may run on. Containers and pods run 1 and scale by replicas.",
     )
     worker_index: int | None = Field(
         None, description="Set by the supervisor in each worker it starts; never set it yourself."

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,12 +67,19 @@ def test_a_load_run_is_balanced_over_the_replicas_and_scraped_per_replica(
         .replace("$__rate_interval", "1m")
     )
 
-    def both_replicas_serving() -> list[dict[str, object]] | None:
-        series = replicated.prometheus.query(expr)
-        busy = [s for s in series if float(s["value"][1]) > 0]
-        return busy if len(busy) == REPLICAS else None
+    handled = 'sum by (instance) (grpc_server_handled_total{grpc_service="user.v1.UserService"})'
 
-    assert eventually(both_replicas_serving, timeout=30), replicated.prometheus.query(expr)
+    def per_replica(query: str, busy: bool) -> list[dict[str, Any]] | None:
+        series = replicated.prometheus.query(query)
+        counted = [s for s in series if not busy or float(s["value"][1]) > 0]
+        return counted if len(counted) == REPLICAS else None
+
+    # Each replica served part of the run (counters, whatever the scrapes' timing) ...
+    assert eventually(lambda: per_replica(handled, busy=True), timeout=30), replicated.prometheus.query(
+        handled
+    )
+    # ... and the dashboard's per-replica panel draws a line for each.
+    assert eventually(lambda: per_replica(expr, busy=False), timeout=30), replicated.prometheus.query(expr)
 
 
 def test_a_subscriber_on_one_replica_sees_a_write_made_on_the_other(replicated: RunningStack) -> None:

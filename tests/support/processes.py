@@ -51,7 +51,10 @@ class ServerProcess:
         port = str(free_port())
         self.target = f"{host}:{port}"
         self.metrics_url = f"http://127.0.0.1:{free_port()}/metrics"
-        self._command = [CLI, "serve", "--host", host, "--port", port, *flags]
+        # One server process unless the test asks for workers: the default (one per core) puts
+        # a supervisor in front, and most tests observe one process (its metrics, its memory).
+        workers = () if "--workers" in flags else ("--workers", "1")
+        self._command = [CLI, "serve", "--host", host, "--port", port, *workers, *flags]
         self._env = {
             **os.environ,
             "PYTHONFAULTHANDLER": "1",  # a crash leaves its trace in the log

@@ -114,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers",
         type=int,
-        help="server processes sharing the port; 0 = one per core (env USER_SERVICE_WORKERS, default 1)",
+        help="server processes sharing the port; 0 = one per core (env USER_SERVICE_WORKERS, default 0)",
     )
 
     login = sub.add_parser("login", parents=[client], help="exchange client credentials for an access token")
