@@ -182,6 +182,7 @@ def test_compose_itself_resolves_the_file_with_the_versions_in_env() -> None:
     assert resolved["grafana"] == f"grafana/grafana:{versions['GRAFANA_VERSION']}"
     assert resolved["jaeger"] == f"jaegertracing/jaeger:{versions['JAEGER_VERSION']}"
     assert resolved["prometheus"] == f"prom/prometheus:v{versions['PROMETHEUS_VERSION']}"
+    assert resolved["postgres"] == f"postgres:{versions['POSTGRES_VERSION']}"
 
 
 def test_compose_file_passes_the_compose_linter() -> None:
