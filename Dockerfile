@@ -1,20 +1,22 @@
-# Images of the stack that are built here rather than pulled (docker-compose.yml builds each target):
+# Images of the stack that are built from this repository's Python code (docker-compose.yml builds
+# each target; the Collector has its own Dockerfile in otel-collector/):
 #
 #   user-service     the gRPC server: locked runtime dependencies, generated protobuf code, a
 #                    gRPC health probe for the healthcheck; non-root, no build tools
 #   load-generator   Locust master and workers: the same install plus the `load` group and loadtest/
-#   otel-collector   the upstream Collector contrib image plus one static binary for its healthcheck
 #
-# Every base image comes in as a build argument whose value lives in .env (compose passes them),
-# so a version is changed in one place. There are deliberately no defaults here: a build that is
-# not given the pinned versions fails at once instead of quietly using other ones. By hand:
-#   docker compose build            (or: docker build --build-arg PYTHON_IMAGE=... --target ...)
+# Base images and tool versions are build arguments whose defaults are the versions .env pins
+# (tests/stack/test_container_files.py keeps the two equal; compose passes the .env values, so
+# .env stays the one place a version is changed). Every ARG used in a FROM has a valid default
+# because BuildKit expands the FROM line of *every* stage — reachable from the target or not — and
+# refuses an empty base name (moby/buildkit dockerfile2llb: buildDispatchStates); its build check
+# InvalidDefaultArgInFrom warns about any such ARG without one. tools/dockerfile-check runs that
+# frontend offline on every build compose makes. By hand:
+#   docker compose build            (or: docker build --target load-generator .)
 
-ARG PYTHON_IMAGE
-ARG UV_VERSION
-ARG GO_IMAGE
-ARG BUSYBOX_IMAGE
-ARG OTELCOL_CONTRIB_VERSION
+ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
+ARG UV_VERSION=0.13.9
+ARG GO_IMAGE=golang:1.26.8
 
 # uv ships as an image holding only its binaries; COPY --from cannot take a build argument, so
 # the pinned version is named as a stage. It is used by the build stages only.
@@ -25,7 +27,7 @@ FROM ghcr.io/astral-sh/uv:${UV_VERSION} AS uv
 # healthcheck runs inside the service's memory limit every few seconds, and a static Go probe
 # takes ~11 MB for ~70 ms, where a Python interpreter importing grpc takes ~38 MB for ~300 ms.
 FROM ${GO_IMAGE} AS health-probe
-ARG GRPC_HEALTH_PROBE_VERSION
+ARG GRPC_HEALTH_PROBE_VERSION=v0.4.62
 RUN CGO_ENABLED=0 GOBIN=/out go install \
         "github.com/grpc-ecosystem/grpc-health-probe@${GRPC_HEALTH_PROBE_VERSION}"
 
@@ -79,16 +81,6 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 FROM build AS build-load
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-default-groups --group load --no-editable
-
-# The Collector contrib image is FROM scratch: no shell, no curl or wget, nothing but
-# /otelcol-contrib, so it cannot run a healthcheck of its own (open-telemetry/
-# opentelemetry-collector-releases#866). BusyBox's musl build is one static binary; its wget asks
-# the health_check extension, as Kubernetes' HTTP probes would. Nothing else changes: same
-# entrypoint, same user (10001), config mounted by compose.
-FROM ${BUSYBOX_IMAGE} AS busybox
-
-FROM otel/opentelemetry-collector-contrib:${OTELCOL_CONTRIB_VERSION} AS otel-collector
-COPY --from=busybox /bin/busybox /usr/local/bin/busybox
 
 # What both Python images run on: the interpreter, an unprivileged user and nothing to install
 # or compile with (pip, setuptools and wheel of the base image are removed; uv and grpcio-tools

@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load bench-memory lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -132,6 +132,10 @@ bench-drivers: setup ## asyncpg vs psycopg 3 on this service's queries (why the 
 
 bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
 	$(BIN)/python -m bench.load_generator
+
+bench-memory: setup ## peak memory of every compose component under the demo's load, run natively (bench/results/memory.json; compose's limits rest on it)
+	scripts/install-tools.sh stack && scripts/install-tools.sh bench
+	$(BIN)/python -m bench.memory
 
 lint: setup tools ## ruff, mypy, buf lint
 	$(BIN)/ruff check service tests scripts bench loadtest

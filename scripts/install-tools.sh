@@ -2,9 +2,12 @@
 # Builds the pinned third-party Go programs into a cache outside the repository, so repeat runs
 # are instant. Versions come from .env (the same file docker-compose.yml reads its image tags from).
 #
-#   scripts/install-tools.sh [tools|stack|all]   (default: all)
-#     tools  buf, grpcurl, grpc-health-probe, ghz, docker-compose, kustomize, kubeconform; dclint (npm)
-#     stack  OpenTelemetry Collector, Jaeger, Prometheus, promtool
+#   scripts/install-tools.sh [tools|stack|all|bench]   (default: all)
+#     tools  buf, grpcurl, grpc-health-probe, ghz, docker-compose, kustomize, kubeconform; dclint (npm);
+#            dockerfile-check (tools/dockerfile-check: BuildKit's Dockerfile frontend, offline)
+#            promtool (Prometheus's, for config and rule tests)
+#     stack  OpenTelemetry Collector, Prometheus, Jaeger: what `make up` / `make demo` run
+#     bench  Prometheus with all its service discoveries, as in its image (`make bench-memory`)
 #   (seconds to minutes each on a cold cache; progress is printed)
 #
 #   TOOLS_DIR   where binaries go (default: ~/.cache/user-service/tools/bin)
@@ -44,17 +47,30 @@ with_progress() {  # with_progress LABEL LOG COMMAND...
 
 link() { ln -sf "$TOOLS_DIR/$2" "$TOOLS_DIR/$1"; }  # link NAME VERSIONED_NAME
 
-go_install() {  # go_install NAME MODULE_PATH VERSION
-  local name=$1 module=$2 version=$3
-  local target="$TOOLS_DIR/$name-$version"
-  if [ ! -x "$target" ]; then
+go_install() {  # go_install NAME MODULE_PATH VERSION [BUILD_TAGS]
+  local name=$1 module=$2 version=$3 tags=${4:-}
+  local versioned="$name-$version${tags:+-${tags//,/-}}"  # tags are part of what was built
+  if [ ! -x "$TOOLS_DIR/$versioned" ]; then
     local tmp; tmp=$(mktemp -d)
-    with_progress "$name $version" "$BUILD_DIR/$name.log" \
-      env GOBIN="$tmp" CGO_ENABLED=0 go install "$module@$version"
-    mv "$tmp"/* "$target"  # the one binary built (its name: the module's last element, or the one before a /vN)
+    with_progress "$name $version${tags:+ (tags $tags)}" "$BUILD_DIR/$name.log" \
+      env GOBIN="$tmp" CGO_ENABLED=0 go install ${tags:+-tags "$tags"} "$module@$version"
+    mv "$tmp"/* "$TOOLS_DIR/$versioned"  # the one binary built (the module's last element, or the one before a /vN)
     rm -rf "$tmp"
   fi
-  link "$name" "$name-$version"
+  link "$name" "$versioned"
+}
+
+# Our own Go programs (tools/NAME: a module of its own, dependencies pinned in its go.sum), keyed
+# by a hash of their sources so an edit rebuilds them.
+build_own_tool() {  # build_own_tool NAME
+  local name=$1 dir="tools/$1"
+  local hash; hash=$(cat "$dir"/go.mod "$dir"/go.sum "$dir"/*.go | sha256sum | cut -c1-8)
+  local versioned="$name-$hash"
+  if [ ! -x "$TOOLS_DIR/$versioned" ]; then
+    with_progress "$name" "$BUILD_DIR/$name.log" \
+      bash -c "cd '$dir' && CGO_ENABLED=0 go build -o '$TOOLS_DIR/$versioned' ."
+  fi
+  link "$name" "$versioned"
 }
 
 # The Collector Builder (same version as the core modules) generates and compiles a distribution
@@ -78,9 +94,9 @@ build_collector() {
 # Programs whose go.mod has `replace` directives (Jaeger, Docker Compose), which
 # `go install module@version` refuses: a small module that requires the program as a tool
 # (go get -tool) builds it with that module's own requirements.
-go_tool() {  # go_tool NAME PACKAGE MODULE_VERSION LABEL
-  local name=$1 package=$2 version=$3 label=$4
-  local versioned="$name-$version"
+go_tool() {  # go_tool NAME PACKAGE MODULE_VERSION LABEL [LDFLAGS]
+  local name=$1 package=$2 version=$3 label=$4 ldflags=${5:-}
+  local versioned="$name-$version${ldflags:+-stamped}"  # stamped: built with its release's ldflags
   if [ ! -x "$TOOLS_DIR/$versioned" ]; then
     local mod="$BUILD_DIR/$name-tools"
     rm -rf "$mod" && mkdir -p "$mod"
@@ -88,7 +104,7 @@ go_tool() {  # go_tool NAME PACKAGE MODULE_VERSION LABEL
     with_progress "$label" "$BUILD_DIR/$name.log" bash -c "
       cd '$mod' &&
       go get -tool $package@$version &&
-      CGO_ENABLED=0 go build -o '$TOOLS_DIR/$versioned' $package"
+      CGO_ENABLED=0 go build -ldflags '$ldflags' -o '$TOOLS_DIR/$versioned' $package"
   fi
   link "$name" "$versioned"
 }
@@ -119,16 +135,40 @@ case "$what" in
     go_install grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe "$GRPC_HEALTH_PROBE_VERSION"
     go_install ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION"
     # docker compose's own parser checks docker-compose.yml (`docker-compose config`) without an engine.
-    go_tool docker-compose github.com/docker/compose/v2/cmd "$COMPOSE_VERSION" "Docker Compose $COMPOSE_VERSION"
+    # Stamped with its version as Compose's Makefile does, so `docker compose version` (the
+    # preflight of `make up`, scripts/stack/docker.py) reads a real version, not "dev".
+    go_tool docker-compose github.com/docker/compose/v2/cmd "$COMPOSE_VERSION" "Docker Compose $COMPOSE_VERSION" \
+      "-X github.com/docker/compose/v2/internal.Version=$COMPOSE_VERSION"
     go_install kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
     go_install kubeconform github.com/yannh/kubeconform/cmd/kubeconform "$KUBECONFORM_VERSION"
-    npm_install dclint dclint "$DCLINT_VERSION" ;;&
+    npm_install dclint dclint "$DCLINT_VERSION"
+    # BuildKit's own Dockerfile frontend, offline: converts every build docker-compose.yml runs.
+    build_own_tool dockerfile-check
+    # promtool checks configs and rules (tests); not needed to run the stack. (It imports the
+    # Kubernetes discovery itself, so a build tag would not make it refuse what the stack's
+    # Prometheus refuses: tests/stack/test_configs.py asks that Prometheus directly.)
+    go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_MODULE_VERSION" ;;&
   stack|all)
-    build_collector
-    go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_MODULE_VERSION"
-    go_install promtool github.com/prometheus/prometheus/cmd/promtool "$PROMETHEUS_MODULE_VERSION"
-    go_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_MODULE_VERSION" "Jaeger $JAEGER_VERSION" ;;
+    # The three builds run at once: each spends part of its time fetching modules and linking
+    # one large binary on a single core, so together they finish sooner than one after another.
+    build_collector &
+    collector=$!
+    # remove_all_sd is Prometheus's own build tag (plugins/*.go) that leaves out every service
+    # discovery but file and HTTP (plugins/minimum.go): prometheus.yml uses file_sd_configs only
+    # (tests/stack/test_configs.py checks it), and the cold build takes ~100 s instead of ~320 s
+    # for a binary half the size.
+    go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_MODULE_VERSION" remove_all_sd &
+    prometheus=$!
+    go_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_MODULE_VERSION" "Jaeger $JAEGER_VERSION" &
+    jaeger=$!
+    failed=0
+    for build in "$collector" "$prometheus" "$jaeger"; do wait "$build" || failed=1; done
+    [ "$failed" = 0 ] ;;
   tools) ;;
-  *) echo "usage: $0 [tools|stack|all]" >&2; exit 2 ;;
+  # Only for `make bench-memory`: Prometheus with every service discovery, as the official image
+  # compose runs is built (its RSS is ~30 MiB above the minimal build's).
+  bench)
+    go_install prometheus-all-sd github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_MODULE_VERSION" ;;
+  *) echo "usage: $0 [tools|stack|all|bench]" >&2; exit 2 ;;
 esac
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from scripts.dev_credentials import ensure_dev_credentials
+from scripts.stack.docker import compose_problem, engine_answers
 from scripts.stack.native import NativeStack, StackError
 from scripts.stack.plan import DEFAULT_RUN_DIR, REPO, StackPlan, requested_replicas
 
@@ -37,7 +37,7 @@ def main() -> int:
         " default 1, or what the running stack has)",
     )
     args = parser.parse_args()
-    engine = args.engine if args.engine != "auto" else ("docker" if docker_engine_answers() else "native")
+    engine = args.engine if args.engine != "auto" else ("docker" if engine_answers() else "native")
     if engine == "docker":
         return compose(args.command)
     plan = StackPlan.load(args.run_dir)
@@ -46,14 +46,10 @@ def main() -> int:
     return native(args.command, plan)
 
 
-def docker_engine_answers() -> bool:
-    if shutil.which("docker") is None:
-        return False
-    probe = subprocess.run(["docker", "info"], capture_output=True, timeout=20, check=False)
-    return probe.returncode == 0
-
-
 def compose(command: str) -> int:
+    if command == "up" and (problem := compose_problem()):
+        print(f"make up with Docker cannot start: {problem}", file=sys.stderr)
+        return 1
     ensure_dev_credentials(REPO / ".dev/credentials")  # mounted as compose secrets
     argv = {
         "up": ["up", "--build", "--detach", "--wait", "--wait-timeout", "180"],

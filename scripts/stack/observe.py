@@ -12,6 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import yaml
+
+from scripts.stack.plan import REPO
+
 T = TypeVar("T")
 
 
@@ -64,6 +68,12 @@ class Span:
     duration_us: int
 
 
+# How many traces the in-memory store keeps (jaeger/config.yaml, the file both engines run).
+JAEGER_MAX_TRACES: int = yaml.safe_load((REPO / "jaeger/config.yaml").read_text())["extensions"][
+    "jaeger_storage"
+]["backends"]["memstore"]["memory"]["max_traces"]
+
+
 class Jaeger:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -72,7 +82,9 @@ class Jaeger:
         return list(_get(f"{self.url}/api/services")["data"] or [])
 
     def traces(self, service: str, *, limit: int = 20, operation: str | None = None) -> list[list[Span]]:
-        params = {"service": service, "limit": str(limit), "lookback": "1h"}
+        """The newest ``limit`` traces of ``service`` in the last hour; at most the store's
+        ``max_traces`` (Jaeger's memory store refuses a deeper search with HTTP 500)."""
+        params = {"service": service, "limit": str(min(limit, JAEGER_MAX_TRACES)), "lookback": "1h"}
         if operation:
             params["operation"] = operation
         body = _get(f"{self.url}/api/traces?{urllib.parse.urlencode(params)}")

@@ -11,6 +11,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -18,13 +19,16 @@ import psutil
 import pytest
 
 from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from scripts.stack.observe import eventually
 from scripts.stack.probes import login
 from tests.process.conftest import cli
 from tests.support.processes import CLI, ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 WORKERS = 2
-CONNECTIONS = 12  # the kernel spreads connections, not calls: enough that both workers get some
+# The kernel's SO_REUSEPORT hash, not a rule, decides which worker takes a connection: the test
+# opens connections until every worker has one, up to this many (2 workers: a miss is 2^-63).
+MAX_CONNECTIONS = 64
 
 
 @pytest.fixture
@@ -35,24 +39,55 @@ def credentials(tmp_path: Path) -> DevCredentials:
 @pytest.fixture
 def workers(database_url: str, credentials: DevCredentials) -> Iterator[ServerProcess]:
     server = ServerProcess(database_url, "--workers", str(WORKERS), env=credentials.server_env()).start()
+    # SERVING on the shared port says one worker is up; each serves its own metrics once ready.
+    for worker in range(WORKERS):
+        assert eventually(partial(_metrics, server, worker), timeout=20), f"worker {worker} serves no metrics"
     yield server
     server.stop()
 
 
-def _handled(server: ServerProcess, worker: int, method: str) -> float:
+def _metrics(server: ServerProcess, worker: int) -> str | None:
     base = int(server.metrics_url.rpartition(":")[2].removesuffix("/metrics"))
-    with urllib.request.urlopen(f"http://127.0.0.1:{base + worker}/metrics", timeout=5) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{base + worker}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return None
+
+
+def _handled(server: ServerProcess, worker: int, method: str) -> float:
+    text = _metrics(server, worker)
+    assert text is not None, f"worker {worker} serves no metrics"
     pattern = rf'^grpc_server_handled_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
     return sum(float(value) for value in re.findall(pattern, text, re.MULTILINE))
 
 
-def _channels(target: str) -> list[grpc.Channel]:
-    """Channels with a subchannel pool each: one TCP connection per channel."""
-    return [
-        grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(CONNECTIONS)
-    ]
+def _workers_counted_more(server: ServerProcess, method: str, before: list[float]) -> list[int]:
+    """The workers whose count of finished ``method`` calls is above ``before``."""
+    return [worker for worker in range(WORKERS) if _handled(server, worker, method) > before[worker]]
+
+
+def _channels_reaching_every_worker(
+    server: ServerProcess, metadata: tuple[tuple[str, str], ...]
+) -> list[grpc.Channel]:
+    """Channels of one TCP connection each (a subchannel pool of their own), opened until every
+    worker has taken at least one; each channel's worker is found from the worker's counters."""
+    channels: list[grpc.Channel] = []
+    reached: set[int] = set()
+    while reached != set(range(WORKERS)):
+        assert len(channels) < MAX_CONNECTIONS, (
+            f"{MAX_CONNECTIONS} connections reached only workers {reached}"
+        )
+        channel = grpc.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1)])
+        before = [_handled(server, worker, "ListUsers") for worker in range(WORKERS)]
+        user_pb2_grpc.UserServiceStub(channel).ListUsers(
+            user_pb2.ListUsersRequest(page_size=1), metadata=metadata, timeout=10
+        )
+        served = eventually(partial(_workers_counted_more, server, "ListUsers", before), timeout=10)
+        assert served, "no worker counted the call"
+        reached.update(served)
+        channels.append(channel)
+    return channels
 
 
 def _worker_pids(server: ServerProcess) -> set[int]:
@@ -64,7 +99,7 @@ def test_both_workers_serve_and_a_subscriber_on_either_sees_every_write(
     workers: ServerProcess, credentials: DevCredentials
 ) -> None:
     metadata = (("authorization", f"Bearer {login(workers.target, *credentials.secrets['admin'])}"),)
-    channels = _channels(workers.target)
+    channels = _channels_reaching_every_worker(workers, metadata)
     received: list[list[int]] = [[] for _ in channels]
 
     def follow(channel: grpc.Channel, into: list[int]) -> None:
@@ -73,7 +108,7 @@ def test_both_workers_serve_and_a_subscriber_on_either_sees_every_write(
         )
         for event in stream:
             into.append(event.event_id)
-            if len(into) == CONNECTIONS:
+            if len(into) == len(channels):
                 stream.cancel()
                 return
 
@@ -97,11 +132,14 @@ def test_both_workers_serve_and_a_subscriber_on_either_sees_every_write(
     finally:
         for channel in channels:
             channel.close()
-    expected = list(range(1, CONNECTIONS + 1))
+    expected = list(range(1, len(channels) + 1))
     assert all(ids == expected for ids in received), received
-    for worker in range(WORKERS):
-        assert _handled(workers, worker, "CreateUser") > 0, f"worker {worker} took no connection"
-        assert _handled(workers, worker, "SubscribeUsers") > 0
+    # Every worker holds a channel that subscribed and wrote; a stream is counted when it ends,
+    # after the client's cancel reached the worker.
+    nothing = [0.0] * WORKERS
+    assert _workers_counted_more(workers, "CreateUser", nothing) == list(range(WORKERS))
+    streams_ended = partial(_workers_counted_more, workers, "SubscribeUsers", nothing)
+    assert eventually(lambda: len(streams_ended()) == WORKERS, timeout=10), streams_ended()
 
 
 def test_the_port_is_refused_to_another_server(workers: ServerProcess, database_url: str) -> None:

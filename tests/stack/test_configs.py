@@ -30,6 +30,42 @@ def test_prometheus_config_is_valid() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+# Discoveries Prometheus keeps when built with its remove_all_sd tag (plugins/minimum.go), as
+# scripts/install-tools.sh builds it; static_configs needs no discovery at all.
+KEPT_DISCOVERIES = {"file_sd_configs", "http_sd_configs"}
+
+
+def test_prometheus_config_uses_only_discoveries_the_native_build_keeps() -> None:
+    """Every scrape job finds its targets by file (or HTTP, or statically): the native Prometheus
+    is built without the cloud and orchestrator discoveries, and would refuse anything else."""
+    config = yaml.safe_load((REPO / "prometheus/prometheus.yml").read_text())
+    for job in config["scrape_configs"]:
+        discoveries = {key for key in job if key.endswith("_sd_configs")}
+        assert discoveries <= KEPT_DISCOVERIES, f"{job['job_name']}: {sorted(discoveries - KEPT_DISCOVERIES)}"
+
+
+def test_the_native_build_really_leaves_the_other_discoveries_out(tmp_path: Path) -> None:
+    """The stack's Prometheus refuses a configuration with Kubernetes discovery at start (the
+    official image, built with every discovery, would accept it): the check above guards a real
+    difference between the builds, and prometheus.yml stays runnable by both."""
+    config = tmp_path / "prometheus.yml"
+    config.write_text("scrape_configs:\n  - job_name: k8s\n    kubernetes_sd_configs:\n      - role: pod\n")
+    result = subprocess.run(
+        [
+            require_tool("prometheus"),
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            "--web.listen-address=127.0.0.1:0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "field kubernetes_sd_configs not found" in result.stderr
+
+
 def test_rules_are_valid() -> None:
     result = run(
         require_tool("promtool"),
@@ -105,6 +141,8 @@ def test_native_builds_are_the_versions_in_env() -> None:
     for tool in ("prometheus", "promtool"):
         built = module_versions(require_tool(tool))
         assert built["github.com/prometheus/prometheus"] == versions["PROMETHEUS_MODULE_VERSION"]
+    build_settings = run("go", "version", "-m", require_tool("prometheus")).stdout.split()
+    assert "-tags=remove_all_sd" in build_settings, "not the minimal-discovery build of Prometheus"
     # Prometheus 3.x is module v0.3xx: 3.16.0 <-> v0.316.0.
     major, minor, patch = versions["PROMETHEUS_VERSION"].split(".")
     assert versions["PROMETHEUS_MODULE_VERSION"] == f"v0.{int(major) * 100 + int(minor)}.{patch}"

@@ -47,6 +47,7 @@ class PostgresCluster:
     bindir: Path
     port: int
     directory: Path | None = None
+    settings: tuple[str, ...] = ()  # more "name=value" server settings; they win over the defaults
     _server: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,7 +68,7 @@ class PostgresCluster:
         data, sockets = self.directory / "data", self.directory / "sockets"
         settings = [
             option
-            for setting in (*_SERVER_SETTINGS, f"unix_socket_directories={sockets}")
+            for setting in (*_SERVER_SETTINGS, *self.settings, f"unix_socket_directories={sockets}")
             for option in ("-c", setting)
         ]
         log = open(self.directory / "server.log", "ab")  # noqa: SIM115 - the server writes it until stop()
