@@ -55,10 +55,10 @@ tools: ## build the pinned Go programs (tools; Collector, Jaeger, Prometheus) in
 DEV_DIR := .dev
 
 credentials: setup ## generate development credentials into .dev/credentials (never committed)
-	$(BIN)/python -m scripts.dev_credentials $(DEV_DIR)/credentials
+	$(BIN)/python -m devkit.dev_credentials $(DEV_DIR)/credentials
 
 certs: setup ## generate a development CA, server and client certificates into .dev/certs
-	$(BIN)/python -m scripts.dev_certs $(DEV_DIR)/certs
+	$(BIN)/python -m devkit.dev_certs $(DEV_DIR)/certs
 
 run: setup ## run the server in the foreground with development credentials (see README)
 	test -f $(DEV_DIR)/credentials/clients.json || $(MAKE) --no-print-directory credentials
@@ -138,14 +138,14 @@ bench-memory: setup ## peak memory of every compose component under the demo's l
 	$(BIN)/python -m bench.memory
 
 lint: setup tools ## ruff, mypy, buf lint
-	$(BIN)/ruff check service tests scripts bench loadtest
-	$(BIN)/ruff format --check service tests scripts bench loadtest
+	$(BIN)/ruff check service tests scripts bench loadtest devkit
+	$(BIN)/ruff format --check service tests scripts bench loadtest devkit
 	$(BIN)/mypy
 	cd proto && buf lint
 
 fmt: setup ## format the code
-	$(BIN)/ruff format service tests scripts bench loadtest
-	$(BIN)/ruff check --fix service tests scripts bench loadtest
+	$(BIN)/ruff format service tests scripts bench loadtest devkit
+	$(BIN)/ruff check --fix service tests scripts bench loadtest devkit
 	cd proto && buf format -w
 
 clean: ## remove the virtualenv, generated code and local data

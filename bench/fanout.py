@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from tests.support.postgres import PostgresCluster, server_bindir
-from tests.support.processes import ServerProcess, free_port
+from devkit.postgres import PostgresCluster, server_bindir
+from devkit.processes import ServerProcess, free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 if TYPE_CHECKING:

@@ -20,8 +20,8 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import psycopg_pool
 
-from tests.support.postgres import PostgresCluster, server_bindir
-from tests.support.processes import free_port
+from devkit.postgres import PostgresCluster, server_bindir
+from devkit.processes import free_port
 
 READ = "SELECT id, name, email, create_time, update_time, version FROM users WHERE id = $1"
 WRITE = "UPDATE users SET version = version + 1, update_time = now() WHERE id = $1 RETURNING version"

@@ -31,9 +31,9 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.processes import free_port
 from scripts.stack.probes import login
-from tests.support.processes import free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -243,7 +243,7 @@ def main() -> int:
             *(("taskset", "-c", LOAD_CPU) if PINNED else ()),
             sys.executable,
             "-m",
-            "scripts.otlp_receiver",
+            "devkit.otlp_receiver",
             "--port",
             str(port),
         ],

@@ -25,8 +25,8 @@ import tempfile
 from pathlib import Path
 
 from bench.telemetry_overhead import REPO, Load, Result, Subject, _measure, _protoset
-from tests.support.postgres import PostgresCluster, server_bindir
-from tests.support.processes import free_port
+from devkit.postgres import PostgresCluster, server_bindir
+from devkit.processes import free_port
 
 CONNECTIONS = 8
 CALLS = {
@@ -64,7 +64,7 @@ def main() -> int:
     cluster = PostgresCluster(bindir, free_port()).start() if bindir else None
     receiver_port = free_port()
     receiver = subprocess.Popen(
-        [sys.executable, "-m", "scripts.otlp_receiver", "--port", str(receiver_port)],
+        [sys.executable, "-m", "devkit.otlp_receiver", "--port", str(receiver_port)],
         cwd=REPO,
         stdout=subprocess.DEVNULL,
     )

@@ -28,7 +28,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from scripts.dev_credentials import DevCredentials, ensure_dev_credentials
+from devkit.dev_credentials import DevCredentials, ensure_dev_credentials
 from scripts.stack.__main__ import build_native_binaries
 from scripts.stack.docker import compose_problem, engine_answers
 from scripts.stack.native import NativeStack, StackError

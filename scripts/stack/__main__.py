@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from scripts.dev_credentials import ensure_dev_credentials
+from devkit.dev_credentials import ensure_dev_credentials
 from scripts.stack.docker import compose_problem, engine_answers
 from scripts.stack.native import NativeStack, StackError
 from scripts.stack.plan import DEFAULT_RUN_DIR, REPO, StackPlan, requested_replicas

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -12,37 +13,34 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from user_service.allocator import return_large_buffers_to_the_os
 from user_service.api.auth_servicer import AuthServicer
+from user_service.api.call import RpcObserver
 from user_service.api.interceptors.admission import AdmissionInterceptor
 from user_service.api.interceptors.auth import AuthInterceptor
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
-from user_service.api.interceptors.observation import RpcObservationInterceptor, RpcObserver
+from user_service.api.interceptors.observation import RpcObservationInterceptor
 from user_service.api.interceptors.recovery import RecoveryInterceptor
 from user_service.api.interceptors.wrapping import ComposedInterceptor, HandlerWrappingInterceptor
 from user_service.api.methods import AUTH_SERVICE, RPC_TABLE, USER_SERVICE, Budget
 from user_service.api.servicer import UserServicer
 from user_service.auth.credentials import ClientRegistry
 from user_service.auth.jwks import JwksKeys
-from user_service.auth.throttle import LoginThrottle, return_large_buffers_to_the_os
+from user_service.auth.throttle import LoginThrottle
 from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
-from user_service.domain.relay import OutboxRelay
+from user_service.domain.ports import UserStore
 from user_service.domain.retention import OutboxRetention
 from user_service.domain.users import UserDirectory
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
-from user_service.store.base import UserStore
+from user_service.listening import PortInUseError
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
-from user_service.telemetry.database import trace_postgres_queries
-from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker, InstrumentedOutboxRelay
-from user_service.telemetry.logging import AccessLog
-from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
-from user_service.telemetry.server_spans import ServerSpans
+from user_service.telemetry.instrumentation import Instrumentation
 from user_service.telemetry.setup import Telemetry, setup_telemetry
-from user_service.telemetry.store import InstrumentedUserStore
 from user_service.telemetry.tracing import untraced
 
 log = logging.getLogger(__name__)
@@ -51,150 +49,104 @@ SERVICE_NAME = "user-service"
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-class PortInUseError(Exception):
-    """The gRPC address cannot be bound (held by another process, or not this host's)."""
-
-
 @dataclass
 class RunningServer:
-    """A started server and the parts a shutdown (or a test) needs to reach."""
+    """A started server and the parts a shutdown (or a test) needs to reach. ``resources``
+    closes everything the start opened, in reverse order."""
 
     server: grpc.aio.Server
     port: int
     metrics_port: int | None
     health: health.aio.HealthServicer
     broker: EventBroker
-    relay: OutboxRelay
-    retention: OutboxRetention | None
     directory: UserDirectory
     store: UserStore
     telemetry: Telemetry
+    resources: AsyncExitStack
 
     async def shutdown(self, grace: float, drain_delay: float = 0.0) -> None:
         """Health NOT_SERVING -> end subscriptions -> (drain delay) -> stop: refuse new calls
-        and give in-flight ones ``grace`` seconds -> wait for detached writes -> stop the
-        outbox relay and retention -> close the store -> flush telemetry.
+        and give in-flight ones ``grace`` seconds -> then what the start opened, in reverse:
+        the login threads, detached writes, the outbox relay and retention, the store, telemetry.
         """
         await self.health.enter_graceful_shutdown()
         self.broker.close()
         if drain_delay:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
-        await self.directory.drain()
-        await self.relay.stop()
-        if self.retention is not None:
-            await self.retention.stop()
-        await self.store.close()
-        await asyncio.to_thread(self.telemetry.shutdown)
+        await self.resources.aclose()
 
 
 async def start_server(settings: ServerSettings, telemetry: Telemetry | None = None) -> RunningServer:
-    telemetry = telemetry or setup_telemetry(SERVICE_NAME, sampling_ratio=settings.trace_sampling_ratio)
-    # Credentials first: a bad key file fails the start before anything is opened.
-    tokens = _token_service(settings) if settings.auth_enabled else None
-    clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
-    service_metrics = ServiceMetrics(telemetry.registry)
-    # Without tracing and metrics nothing is wrapped at all: the benchmark's "bare" baseline.
-    instrumented = telemetry.tracing or settings.metrics_enabled
-    store, broker = await _storage(settings, telemetry, service_metrics if instrumented else None)
-    poll_interval = settings.feed_poll_interval
-    relay = (
-        InstrumentedOutboxRelay(store, broker, poll_interval=poll_interval, tracer=telemetry.tracer)
-        if telemetry.tracing
-        else OutboxRelay(store, broker, poll_interval=poll_interval)
-    )
-    with untraced():  # background loops: their tasks inherit this context
-        await relay.start()
-        retention = _retention(settings, store)
-    directory = UserDirectory(store, relay)
-    servicer = UserServicer(
-        directory,
-        ChangeFeed(store, broker),
-        page_limits=settings.page_limits,
-        max_batch_size=settings.max_batch_size,
-        subscription_observer=FeedTelemetry(telemetry.tracer, service_metrics) if instrumented else None,
-    )
-    grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
-    # No grpc-level maximum_concurrent_rpcs: it would count health checks and anonymous
-    # calls against the service's budget; the admission interceptor keeps budgets apart.
-    server = grpc.aio.server(
-        interceptors=_interceptors(settings, telemetry, grpc_metrics, tokens),
-        options=_server_options(settings),
-    )
-    user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
-    services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    if tokens is not None and tokens.can_issue and clients is not None:
-        return_large_buffers_to_the_os()
-        login = AuthServicer(clients, tokens, LoginThrottle(max_concurrent=settings.max_concurrent_logins))
-        auth_pb2_grpc.add_AuthServiceServicer_to_server(login, server)
-        services.append(AUTH_SERVICE.full_name)
-    RPC_TABLE.require(services)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(services, server)
-    address = f"{settings.host}:{settings.port}"
-    credentials = _server_credentials(settings)
-    try:
-        port = (
-            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    """Opens each resource and registers its close as it goes: a failure at any step closes
+    what was opened before it, in reverse order, and raises."""
+    async with AsyncExitStack() as resources:
+        telemetry = telemetry or setup_telemetry(SERVICE_NAME, sampling_ratio=settings.trace_sampling_ratio)
+        resources.push_async_callback(asyncio.to_thread, telemetry.shutdown)
+        # Credentials before storage: a bad key file fails the start before anything is opened.
+        tokens = _token_service(settings) if settings.auth_enabled else None
+        clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
+        instrumentation = Instrumentation(telemetry, settings)
+
+        opened = await _open_store(settings)
+        resources.push_async_callback(opened.close)
+        store = await instrumentation.store(opened)
+        broker = instrumentation.broker()
+        relay = instrumentation.relay(store, broker)
+        with untraced():  # background loops: their tasks inherit this context
+            await relay.start()
+            resources.push_async_callback(relay.stop)
+            if retention := _retention(settings, store):
+                retention.start()
+                resources.push_async_callback(retention.stop)
+        directory = UserDirectory(store, relay)
+        resources.push_async_callback(directory.drain)
+
+        # No grpc-level maximum_concurrent_rpcs: it would count health checks and anonymous
+        # calls against the service's budget; the admission interceptor keeps budgets apart.
+        server = grpc.aio.server(
+            interceptors=_interceptors(settings, instrumentation.rpc_observers(), tokens),
+            options=_server_options(settings),
         )
-    except RuntimeError as error:
-        await relay.stop()
-        if retention is not None:
-            await retention.stop()
-        await store.close()
-        raise PortInUseError(
-            f"cannot listen on {address}: the port is taken or the address invalid"
-        ) from error
-    await server.start()
-    for service in ("", USER_SERVICE.full_name):
-        await health_servicer.set(service, SERVING)
-
-    metrics_port = None
-    if grpc_metrics is not None:
-        grpc_metrics.initialize(RPC_TABLE.of_service(USER_SERVICE.full_name))
-        metrics_port = telemetry.serve_metrics(settings.metrics_host, settings.metrics_port)
-    return RunningServer(
-        server, port, metrics_port, health_servicer, broker, relay, retention, directory, store, telemetry
-    )
-
-
-async def _storage(
-    settings: ServerSettings, telemetry: Telemetry, metrics: ServiceMetrics | None
-) -> tuple[UserStore, EventBroker]:
-    """The store and the event broker, instrumented when there are metrics to record."""
-    store = await _open_store(settings)
-    buffer_size, max_subscribers = settings.subscriber_buffer, settings.max_subscribers
-    max_per_subscriber = settings.max_subscriptions_per_caller
-    if metrics is None:
-        broker = EventBroker(
-            buffer_size=buffer_size, max_subscribers=max_subscribers, max_per_subscriber=max_per_subscriber
+        # Stopped by ``shutdown`` with its grace period first (a second stop is a no-op); this
+        # one stops a server whose start failed, which grpc would otherwise try at collection.
+        resources.push_async_callback(server.stop, 0)
+        servicer = UserServicer(
+            directory,
+            ChangeFeed(store, broker),
+            page_limits=settings.page_limits,
+            max_batch_size=settings.max_batch_size,
+            subscription_observer=instrumentation.subscription_observer(),
         )
-        return store, broker
-    tracer = telemetry.tracer if telemetry.tracing else None
-    if tracer is not None and settings.database_kind == "postgresql":
-        trace_postgres_queries(telemetry.tracer_provider)
-    store = InstrumentedUserStore(store, db_system=settings.database_kind, tracer=tracer, metrics=metrics)
-    broker = InstrumentedEventBroker(
-        buffer_size=buffer_size,
-        max_subscribers=max_subscribers,
-        max_per_subscriber=max_per_subscriber,
-        tracer=telemetry.tracer,
-        metrics=metrics,
-    )
-    metrics.users.set(await store.count_users())
-    return store, broker
+        user_pb2_grpc.add_UserServiceServicer_to_server(servicer, server)
+        services = [USER_SERVICE.full_name, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        if tokens is not None and tokens.can_issue and clients is not None:
+            return_large_buffers_to_the_os()
+            throttle = LoginThrottle(max_concurrent=settings.max_concurrent_logins)
+            resources.callback(throttle.close)
+            auth_pb2_grpc.add_AuthServiceServicer_to_server(AuthServicer(clients, tokens, throttle), server)
+            services.append(AUTH_SERVICE.full_name)
+        RPC_TABLE.require(services)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(services, server)
 
-
-def _retention(settings: ServerSettings, store: UserStore) -> OutboxRetention | None:
-    if not settings.event_retention_seconds:
-        return None
-    keep_for = timedelta(seconds=settings.event_retention_seconds)
-    retention = OutboxRetention(
-        store, keep_for=keep_for, check_every=min(keep_for / 10, timedelta(minutes=5))
-    )
-    retention.start()
-    return retention
+        port = _bind(server, settings)
+        metrics_port = instrumentation.serve_metrics(RPC_TABLE.of_service(USER_SERVICE.full_name))
+        await server.start()
+        for service in ("", USER_SERVICE.full_name):
+            await health_servicer.set(service, SERVING)
+        return RunningServer(
+            server,
+            port,
+            metrics_port,
+            health_servicer,
+            broker,
+            directory,
+            store,
+            telemetry,
+            resources.pop_all(),
+        )
 
 
 async def _open_store(settings: ServerSettings) -> UserStore:
@@ -203,25 +155,31 @@ async def _open_store(settings: ServerSettings) -> UserStore:
     return await SqliteUserStore.open(settings.sqlite_path)
 
 
+def _retention(settings: ServerSettings, store: UserStore) -> OutboxRetention | None:
+    if not settings.event_retention_seconds:
+        return None
+    keep_for = timedelta(seconds=settings.event_retention_seconds)
+    return OutboxRetention(store, keep_for=keep_for, check_every=min(keep_for / 10, timedelta(minutes=5)))
+
+
+def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
+    address = f"{settings.host}:{settings.port}"
+    credentials = _server_credentials(settings)
+    try:
+        return (
+            server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+        )
+    except RuntimeError as error:
+        raise PortInUseError(
+            f"cannot listen on {address}: the port is taken or the address invalid"
+        ) from error
+
+
 def _interceptors(
-    settings: ServerSettings,
-    telemetry: Telemetry,
-    grpc_metrics: GrpcServerMetrics | None,
-    tokens: TokenService | None,
+    settings: ServerSettings, observers: list[RpcObserver], tokens: TokenService | None
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: observation sees the status the inner ones settle on (refusals by
     admission included); callers are authenticated before their request bytes are parsed."""
-    # The server span first: it is current while the others run, so metrics find their
-    # exemplar and log lines their trace id.
-    observers: list[RpcObserver] = [
-        observer
-        for observer in (
-            ServerSpans(telemetry.tracer) if telemetry.tracing else None,
-            grpc_metrics,
-            _access_log(settings),
-        )
-        if observer is not None
-    ]
     budgets = {Budget.AUTHENTICATED: settings.max_concurrent_rpcs, Budget.PUBLIC: settings.max_public_rpcs}
     layers: list[HandlerWrappingInterceptor] = [
         RpcObservationInterceptor(observers),
@@ -232,14 +190,6 @@ def _interceptors(
         layers.append(AuthInterceptor(tokens))
     layers.append(RequestDecodingInterceptor())
     return [ComposedInterceptor(layers)]
-
-
-def _access_log(settings: ServerSettings) -> AccessLog | None:
-    if settings.access_log == "off":
-        return None
-    if settings.access_log == "all":
-        return AccessLog()
-    return AccessLog(only_errors_and_slower_than=settings.access_log_slow_ms / 1000)
 
 
 def _token_service(settings: ServerSettings) -> TokenService:

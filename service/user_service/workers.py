@@ -37,6 +37,7 @@ import time
 from dataclasses import dataclass, field
 
 from user_service.config import ServerSettings
+from user_service.listening import PortInUseError
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,6 @@ def die_with_supervisor() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-class PortHeldError(Exception):
-    """The gRPC port is held by another process."""
-
-
 def default_worker_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -77,7 +74,7 @@ def claim_port(host: str, port: int) -> int:
         try:
             probe.bind((host.strip("[]"), port))
         except OSError as error:
-            raise PortHeldError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+            raise PortInUseError(f"cannot listen on {host}:{port}: {error.strerror}") from error
         return int(probe.getsockname()[1])
 
 

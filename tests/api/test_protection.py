@@ -14,7 +14,7 @@ from opentelemetry.trace import StatusCode
 from tests.conftest import StartServer, create_user, drain, eventually
 from user_service.api.interceptors.recovery import INTERNAL_MESSAGE
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
-from user_service.server import PortInUseError
+from user_service.listening import PortInUseError
 from user_service.store.sqlite import SqliteUserStore
 
 if TYPE_CHECKING:

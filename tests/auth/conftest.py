@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from tests.conftest import StartServer
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc

@@ -12,7 +12,7 @@ import jwt
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from scripts.dev_credentials import DevCredentials
+from devkit.dev_credentials import DevCredentials
 from tests.auth.conftest import Login, bearer
 from tests.conftest import drain
 from user_service.gen.auth.v1 import auth_pb2

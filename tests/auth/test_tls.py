@@ -7,7 +7,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from scripts.dev_certs import DevCerts, write_dev_certs
+from devkit.dev_certs import DevCerts, write_dev_certs
 from tests.conftest import StartServer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import RunningServer

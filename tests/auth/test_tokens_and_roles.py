@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from scripts.dev_credentials import DevCredentials
+from devkit.dev_credentials import DevCredentials
 from tests.auth.conftest import Login, bearer
 from tests.conftest import StartServer, drain
 from user_service.auth.tokens import InvalidTokenError, TokenKeys, TokenService

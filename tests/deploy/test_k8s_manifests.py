@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scripts.k8s_schemas import write_standalone
+from devkit.k8s_schemas import write_standalone
 from tests.conftest import require_tool
 from tests.stack.conftest import env_versions
 from user_service.config import ServerSettings

@@ -20,9 +20,9 @@ from user_service.domain.errors import EventsExpiredError
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
 from user_service.domain.models import NewUser, UserEvent
+from user_service.domain.ports import UserStore
 from user_service.domain.relay import OutboxRelay
 from user_service.domain.users import UserDirectory
-from user_service.store.base import UserStore
 from user_service.store.postgres import PostgresUserStore
 
 

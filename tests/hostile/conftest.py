@@ -27,9 +27,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
-from scripts.otlp_receiver import OtlpReceiver
-from tests.support.processes import Resources, ServerProcess
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.otlp_receiver import OtlpReceiver
+from devkit.processes import Resources, ServerProcess
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 

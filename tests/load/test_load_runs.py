@@ -20,9 +20,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
-from scripts.otlp_receiver import OtlpReceiver
-from tests.support.processes import ServerProcess
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.otlp_receiver import OtlpReceiver
+from devkit.processes import ServerProcess
 
 PYTHON = sys.executable
 LOCUST = str(Path(sys.executable).with_name("locust"))

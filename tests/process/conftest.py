@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from scripts.otlp_receiver import OtlpReceiver
-from tests.support.processes import CLI, ServerProcess
+from devkit.otlp_receiver import OtlpReceiver
+from devkit.processes import CLI, ServerProcess
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devkit.processes import ServerProcess
 from tests.process.conftest import cli
-from tests.support.processes import ServerProcess
 
 REPO = Path(__file__).resolve().parents[2]
 

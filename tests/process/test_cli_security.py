@@ -6,10 +6,10 @@ import json
 import os
 from pathlib import Path
 
-from scripts.dev_certs import write_dev_certs
-from scripts.dev_credentials import write_dev_credentials
+from devkit.dev_certs import write_dev_certs
+from devkit.dev_credentials import write_dev_credentials
+from devkit.processes import ServerProcess
 from tests.process.conftest import cli
-from tests.support.processes import ServerProcess
 
 
 def test_login_then_call_over_mutual_tls(database_url: str, tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ import signal
 
 import grpc
 
+from devkit.processes import ServerProcess
 from tests.conftest import eventually
-from tests.support.processes import ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 

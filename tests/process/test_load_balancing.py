@@ -15,11 +15,11 @@ from pathlib import Path
 import grpc
 import pytest
 
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.processes import ServerProcess
 from loadtest.channels import open_channel
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
 from scripts.stack.probes import login
 from tests.process.conftest import cli
-from tests.support.processes import ServerProcess
 from user_service.config import ClientSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 

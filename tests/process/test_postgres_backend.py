@@ -11,13 +11,13 @@ import grpc
 import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
-from scripts.otlp_receiver import OtlpReceiver
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.otlp_receiver import OtlpReceiver
+from devkit.postgres import PostgresCluster
+from devkit.processes import ServerProcess, free_port
 from scripts.stack.probes import login
 from tests.process.conftest import cli
 from tests.process.test_trace_export import _child, _trace_of
-from tests.support.postgres import PostgresCluster
-from tests.support.processes import ServerProcess, free_port
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.processes import ServerProcess
 from scripts.stack.probes import login
-from tests.support.processes import ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 WRITES = 30

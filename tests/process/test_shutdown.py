@@ -11,8 +11,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from devkit.processes import ServerProcess
 from tests.conftest import eventually
-from tests.support.processes import ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

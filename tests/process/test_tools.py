@@ -7,8 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from devkit.processes import ServerProcess
 from tests.conftest import require_tool
-from tests.support.processes import ServerProcess
 
 PROTO_DIR = Path(__file__).resolve().parents[2] / "proto"
 RPCS = [

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from scripts.otlp_receiver import OtlpReceiver, ReceivedSpan
+from devkit.otlp_receiver import OtlpReceiver, ReceivedSpan
+from devkit.processes import ServerProcess
 from tests.process.conftest import cli
-from tests.support.processes import ServerProcess
 
 
 def _trace_of(

@@ -18,11 +18,11 @@ import grpc
 import psutil
 import pytest
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.processes import CLI, ServerProcess
 from scripts.stack.observe import eventually
 from scripts.stack.probes import login
 from tests.process.conftest import cli
-from tests.support.processes import CLI, ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 WORKERS = 2

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from scripts.stack.native import NativeStack
 from scripts.stack.observe import Jaeger, Prometheus, eventually
 from scripts.stack.plan import REPO, StackPlan, StackPorts

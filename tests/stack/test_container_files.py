@@ -25,12 +25,12 @@ import yaml
 
 from bench.memory import POOL_SIZE, POSTGRES_SETTINGS
 from bench.memory import REPLICAS as MEASURED_REPLICAS
+from devkit.dev_credentials import write_dev_credentials
+from devkit.processes import ServerProcess, free_port
 from loadtest.settings import DEV_SECRETS
-from scripts.dev_credentials import write_dev_credentials
 from scripts.stack.observe import eventually
 from tests.conftest import require_tool
 from tests.stack.conftest import env_versions
-from tests.support.processes import ServerProcess, free_port
 from user_service.config import ServerSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -574,7 +574,7 @@ def test_mounted_configuration_is_in_the_repository_read_only_and_selinux_labell
 
 
 def test_secrets_are_the_files_make_credentials_writes(tmp_path: Path) -> None:
-    """The compose secrets are the development credentials as scripts.dev_credentials writes
+    """The compose secrets are the development credentials as devkit.dev_credentials writes
     them, in .dev/credentials, which git and the build context both leave out."""
     written = write_dev_credentials(tmp_path)
     names = {

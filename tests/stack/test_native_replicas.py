@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from devkit.dev_credentials import write_dev_credentials
 from scripts.dashboards import RED
-from scripts.dev_credentials import write_dev_credentials
 from scripts.stack.native import NativeStack
 from scripts.stack.observe import Jaeger, Prometheus, eventually
 from scripts.stack.plan import StackPlan, StackPorts

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import OpenStore
 from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
 from user_service.domain.models import EventType, NewUser, UserChanges
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 
 
 @pytest.fixture

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import aclosing
-from typing import Protocol
-
-import grpc
 
 from user_service.api import decode
+from user_service.api.call import (
+    Context,
+    ResumePoint,
+    SubscriptionObserver,
+    current_principal,
+    resume_point,
+    send,
+)
 from user_service.api.codec import event_message, user_message
 from user_service.api.errors import abort_with, status_code_for
-from user_service.api.interceptors.wrapping import send
-from user_service.api.resume import ResumePoint, resume_point
-from user_service.auth.context import current_principal
 from user_service.domain.errors import (
     DomainError,
     EmailTakenError,
@@ -28,18 +30,7 @@ from user_service.domain.pagination import PageLimits
 from user_service.domain.users import UserDirectory
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
-Context = grpc.aio.ServicerContext[object, object]
 BatchResult = user_pb2.BatchCreateUsersResponse.Result
-
-
-class SubscriptionObserver(Protocol):
-    """Told what happens on each SubscribeUsers stream (telemetry implements it)."""
-
-    def delivered(self, event: UserEvent, sequence: int) -> None:
-        """``sequence`` counts the stream's deliveries from 1."""
-
-    def ended(self, error: DomainError) -> None:
-        """The feed ended the stream (cut-off, shutdown)."""
 
 
 class _IgnoreSubscriptions:

@@ -16,9 +16,6 @@ Refusals say when to retry. Bucket tables are bounded (least recently used entri
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
-import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -28,27 +25,6 @@ from typing import TypeVar
 
 T = TypeVar("T")
 MAX_TRACKED_KEYS = 10_000
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-log = logging.getLogger(__name__)
-
-
-def return_large_buffers_to_the_os(threshold: int = 128 * 1024) -> bool:
-    """Pins glibc's mmap threshold so scrypt's 16 MiB buffers go back to the OS when freed.
-
-    glibc raises its threshold after the first large buffer is freed, and from then on
-    serves such buffers from the heap of whichever thread asked — where they stay: each
-    login thread would keep 16 MiB resident for good. A fixed threshold keeps memory flat.
-    Returns whether it took effect (it does nothing on other C libraries).
-    """
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):
-        log.debug("no mallopt in %s: large buffers stay with the allocator", name)
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, threshold))
 
 
 class LoginThrottledError(Exception):

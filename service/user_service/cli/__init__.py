@@ -54,9 +54,10 @@ def _serve(args: argparse.Namespace) -> int:
         )
     )
     # The server's imports are not needed by client commands.
-    from user_service.server import PortInUseError, serve
+    from user_service.listening import PortInUseError
+    from user_service.server import serve
     from user_service.telemetry.logging import configure_logging
-    from user_service.workers import PortHeldError, Supervisor, default_worker_count, die_with_supervisor
+    from user_service.workers import Supervisor, default_worker_count, die_with_supervisor
 
     log_writer = configure_logging(settings.log_level, settings.log_format)
     workers = settings.workers or default_worker_count()
@@ -66,7 +67,7 @@ def _serve(args: argparse.Namespace) -> int:
         if workers > 1 and settings.worker_index is None:
             return Supervisor(settings, workers).run()
         asyncio.run(serve(settings))
-    except (PortInUseError, PortHeldError) as error:
+    except PortInUseError as error:
         logging.getLogger("user_service").critical("%s", error)
         return 1
     finally:

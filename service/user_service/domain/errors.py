@@ -50,15 +50,20 @@ class EtagMismatchError(DomainError):
         )
 
 
+def resume_hint(request_field: str, value: int | None) -> str:
+    """``"; resume with since_event_id=42"``: the one wording of the hint a stream ended by the
+    server gives (the feed's errors here, the auth layer through ``api/call.py``); nothing while
+    there is no point to resume from."""
+    return "" if value is None else f"; resume with {request_field}={value}"
+
+
 class SubscriberTooSlowError(DomainError):
     """A subscriber fell further behind the live feed than its buffer allows."""
 
     def __init__(self, buffer_size: int, last_event_id: int) -> None:
         self.last_event_id = last_event_id
-        super().__init__(
-            f"subscriber fell more than {buffer_size} events behind; "
-            f"resubscribe with since_event_id={last_event_id}"
-        )
+        resume = resume_hint("since_event_id", last_event_id)
+        super().__init__(f"subscriber fell more than {buffer_size} events behind{resume}")
 
 
 class TooManySubscribersError(DomainError):
@@ -78,8 +83,7 @@ class FeedClosedError(DomainError):
 
     def __init__(self, last_event_id: int | None) -> None:
         self.last_event_id = last_event_id
-        resume = "" if last_event_id is None else f"; resubscribe with since_event_id={last_event_id}"
-        super().__init__(f"the server is shutting down{resume}")
+        super().__init__(f"the server is shutting down{resume_hint('since_event_id', last_event_id)}")
 
 
 class StoreUnavailableError(DomainError):

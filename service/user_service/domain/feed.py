@@ -24,7 +24,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from user_service.domain.errors import EventsExpiredError, FeedClosedError, SubscriberTooSlowError
 from user_service.domain.events import EventBroker, Subscription
 from user_service.domain.models import UserEvent
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 
 
 class ChangeFeed:

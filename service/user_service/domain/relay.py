@@ -26,7 +26,7 @@ from user_service.domain.background import BackgroundTask
 from user_service.domain.errors import StoreUnavailableError
 from user_service.domain.events import EventBroker
 from user_service.domain.models import UserEvent
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from user_service.domain.background import BackgroundTask
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 
 log = logging.getLogger(__name__)
 

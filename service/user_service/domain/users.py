@@ -8,7 +8,7 @@ from typing import Protocol
 
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
 from user_service.domain.pagination import PageRequest, encode_page_token
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 
 
 class CommitListener(Protocol):

@@ -14,8 +14,8 @@ from user_service.domain.errors import (
 )
 from user_service.domain.events import EventBroker
 from user_service.domain.models import EventType, UserEvent
+from user_service.domain.ports import UserStore
 from user_service.domain.relay import OutboxRelay
-from user_service.store.base import UserStore
 from user_service.telemetry.metrics import ServiceMetrics
 from user_service.telemetry.tracing import traced_here
 
@@ -35,7 +35,8 @@ def _event_attributes(event: UserEvent, operation: str) -> dict[str, str | int]:
 
 
 class InstrumentedEventBroker(EventBroker):
-    """An ``EventBroker`` whose fan-out is traced and counted."""
+    """An ``EventBroker`` whose fan-out is counted (publications, users, subscribers); it runs
+    outside any request, so it is not traced."""
 
     def __init__(
         self,
@@ -43,13 +44,11 @@ class InstrumentedEventBroker(EventBroker):
         buffer_size: int,
         max_subscribers: int,
         max_per_subscriber: int | None = None,
-        tracer: trace.Tracer,
         metrics: ServiceMetrics,
     ) -> None:
         super().__init__(
             buffer_size=buffer_size, max_subscribers=max_subscribers, max_per_subscriber=max_per_subscriber
         )
-        self._tracer = tracer
         self._published = {t: metrics.events_published.labels(t.value) for t in EventType}
         self._users = metrics.users
         metrics.subscribers.set_function(lambda: self.subscriber_count)

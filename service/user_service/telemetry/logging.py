@@ -14,8 +14,7 @@ import grpc
 from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
-from user_service.api.interceptors.observation import RpcCall
-from user_service.auth.context import current_principal
+from user_service.api.call import RpcCall, current_principal
 from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 
 LogFormat = Literal["json", "text"]

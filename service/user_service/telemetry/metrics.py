@@ -15,7 +15,7 @@ import grpc
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from user_service.api.interceptors.observation import RpcCall
+from user_service.api.call import RpcCall
 from user_service.api.methods import RpcMethod
 from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 

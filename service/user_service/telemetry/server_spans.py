@@ -20,8 +20,7 @@ from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from user_service.api.interceptors.observation import RpcCall
-from user_service.auth.context import current_principal
+from user_service.api.call import RpcCall, current_principal
 
 _HEALTH_SERVICE = "grpc.health.v1.Health"
 # https://opentelemetry.io/docs/specs/semconv/rpc/grpc/#grpc-status

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from user_service.domain.errors import DomainError
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
-from user_service.store.base import UserStore
+from user_service.domain.ports import UserStore
 from user_service.telemetry.metrics import ServiceMetrics
 from user_service.telemetry.tracing import traced_here
 

@@ -18,16 +18,14 @@ from typing import Any
 
 import grpc
 
+from user_service.api.call import Context, current_principal, with_resume_hint
 from user_service.api.interceptors.wrapping import (
-    Context,
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,
     rewrap,
 )
 from user_service.api.methods import RpcMethod
-from user_service.api.resume import with_resume_hint
-from user_service.auth.context import current_principal
 from user_service.auth.roles import Role
 from user_service.auth.tokens import InvalidTokenError, Principal, TokenService
 

@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from user_service.api.call import Context
 from user_service.api.interceptors.wrapping import (
-    Context,
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,

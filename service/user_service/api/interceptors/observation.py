@@ -5,8 +5,8 @@ the subtle part is written once — deciding the final status of each of the fou
 kinds, including calls that end by cancellation, deadline or abort — and a call pays
 for one wrapper, not one per concern.
 
-Observers get an ``RpcCall`` holding everything read from the context, captured when the
-call starts; they never see the context itself (see ``wrapping.py`` for why).
+Observers get an ``RpcCall`` (``api/call.py``) holding everything read from the context,
+captured when the call starts; they never see the context itself (see ``wrapping.py`` for why).
 """
 
 from __future__ import annotations
@@ -14,53 +14,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import grpc
 
-from user_service.api.interceptors.wrapping import (
-    Context,
-    Handler,
-    HandlerWrappingInterceptor,
-    MessageCount,
-    behavior_of,
-    rewrap,
-    sent_messages,
-)
-from user_service.api.methods import GrpcType, RpcMethod
-
-
-@dataclass(slots=True)
-class RpcCall:
-    """One RPC as observers see it, captured at its start. ``received``/``sent`` count
-    messages; ``details`` is the status message, known when the call finishes."""
-
-    service: str
-    method: str
-    type: GrpcType
-    peer: str
-    metadata: tuple[tuple[str, Any], ...]
-    start: float
-    received: int = 0
-    messages: MessageCount | None = None
-    details: str = ""
-
-    @property
-    def sent(self) -> int:
-        return self.messages.sent if self.messages is not None else 0
-
-
-class RpcObserver(Protocol):
-    """Told when each RPC starts and finishes. Whatever ``started`` returns is handed back to
-    ``finished``; observers finish in reverse order, so the first one started (tracing,
-    whose span is current meanwhile) is the last to finish."""
-
-    def started(self, call: RpcCall) -> Any: ...
-
-    def finished(
-        self, call: RpcCall, state: Any, code: grpc.StatusCode, duration: float, error: BaseException | None
-    ) -> None: ...
+from user_service.api.call import Context, MessageCount, RpcCall, RpcObserver, sent_messages
+from user_service.api.interceptors.wrapping import Handler, HandlerWrappingInterceptor, behavior_of, rewrap
+from user_service.api.methods import RpcMethod
 
 
 class RpcObservationInterceptor(HandlerWrappingInterceptor):

@@ -16,8 +16,8 @@ import grpc
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 
+from user_service.api.call import Context
 from user_service.api.interceptors.wrapping import (
-    Context,
     Handler,
     HandlerWrappingInterceptor,
     behavior_of,

@@ -25,14 +25,13 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
 
+from user_service.api.call import Context, send
 from user_service.api.methods import RPC_TABLE, RpcMethod
 
-Context = grpc.aio.ServicerContext[Any, Any]
 Handler: TypeAlias = "grpc.RpcMethodHandler[Any, Any]"
 Behavior: TypeAlias = Callable[[Any, Context], Awaitable[Any]]
 
@@ -42,26 +41,6 @@ _FACTORIES = {
     (True, False): grpc.stream_unary_rpc_method_handler,
     (True, True): grpc.stream_stream_rpc_method_handler,
 }
-
-
-class MessageCount:
-    """Messages a call has sent; the observation layer installs one per call."""
-
-    __slots__ = ("sent",)
-
-    def __init__(self) -> None:
-        self.sent = 0
-
-
-sent_messages: ContextVar[MessageCount | None] = ContextVar("sent_messages", default=None)
-
-
-async def send(context: Context, message: Any) -> None:
-    """Writes one response message of a stream and counts it for the observers."""
-    await context.write(message)
-    count = sent_messages.get()
-    if count is not None:
-        count.sent += 1
 
 
 class HandlerWrappingInterceptor(grpc.aio.ServerInterceptor, ABC):

@@ -1,6 +1,6 @@
 """A development CA with a server and a client certificate, for TLS and mutual TLS.
 
-    python -m scripts.dev_certs .dev/certs      # make certs
+    python -m devkit.dev_certs .dev/certs      # make certs
 
 The server certificate is valid for localhost and 127.0.0.1. Keys are written 0600.
 Generated, never committed.

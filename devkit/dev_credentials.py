@@ -1,6 +1,6 @@
 """Development credentials, generated (never committed): an HS256 secret and three clients.
 
-    python -m scripts.dev_credentials .dev/credentials
+    python -m devkit.dev_credentials .dev/credentials
 
 writes ``jwt.secret``, ``clients.json`` (scrypt hashes, what the server reads),
 ``client-secrets.json`` (the plaintext secrets, what a developer or the demo logs in with), and

@@ -1,6 +1,6 @@
 """Kubernetes JSON schemas for kubeconform, from the kubernetes-validate package (PyPI).
 
-    python -m scripts.k8s_schemas OUT_DIR [--kubernetes-version 1.34.0]
+    python -m devkit.k8s_schemas OUT_DIR [--kubernetes-version 1.34.0]
 
 kubeconform fetches its schemas from GitHub by default, which this project cannot reach; the
 ``kubernetes-validate`` package (pinned in uv.lock) ships the same OpenAPI-derived schemas for

@@ -3,7 +3,7 @@
 It speaks the real protocol (opentelemetry.proto TraceService/Export), so whatever
 reaches it went through the real SDK exporter. Run standalone it prints a summary:
 
-    python -m scripts.otlp_receiver --port 4317
+    python -m devkit.otlp_receiver --port 4317
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The storage contract every backend fulfils (and ``tests/store`` checks).
+"""The domain's port to storage: the contract it needs, owned here beside the code that calls
+it, and fulfilled by the backends in ``user_service.store`` (``tests/store`` checks each one).
 
 Every write commits the user row and its event row in one transaction (an outbox),
 so the change feed can never disagree with the data. Methods are async, take
