@@ -104,12 +104,8 @@ load-credentials:
 	    || $(MAKE) --no-print-directory credentials
 
 load: setup load-credentials ## headless load run against TARGET: CSV + HTML in REPORT_DIR, a per-RPC table, exit 1 past the gate
-	mkdir -p $(REPORT_DIR)
-	$(LOAD_ENV) $(BIN)/python -m loadtest.seed
-	$(LOAD_ENV) $(LOCUST) --headless --only-summary --users $(USERS) --spawn-rate $(SPAWN_RATE) \
-	    --run-time $(DURATION) --processes $(PROCESSES) --stop-timeout 5 --exit-code-on-error 0 \
-	    --csv $(REPORT_DIR)/locust --html $(REPORT_DIR)/report.html
-	$(BIN)/python -m loadtest.report $(REPORT_DIR)
+	$(LOAD_ENV) $(BIN)/python -m loadtest.run --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	    --run-time $(DURATION) --processes $(PROCESSES) --report-dir $(REPORT_DIR) --html
 
 load-ui: setup load-credentials ## the Locust web UI on http://127.0.0.1:8089 against TARGET
 	$(LOAD_ENV) $(BIN)/python -m loadtest.seed

@@ -29,6 +29,11 @@ class DevCredentials:
     clients_file: Path
     secrets: dict[str, tuple[str, str]]  # role -> (client id, secret)
 
+    def client_env(self, role: str) -> dict[str, str]:
+        """The environment a client (CLI, load generator) logs in with as ``role``."""
+        client_id, secret = self.secrets[role]
+        return {"USER_SERVICE_CLIENT_ID": client_id, "USER_SERVICE_CLIENT_SECRET": secret}
+
     def server_env(self) -> dict[str, str]:
         return {
             "USER_SERVICE_AUTH_ENABLED": "true",

@@ -29,9 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from devkit.dev_credentials import DevCredentials, ensure_dev_credentials
-from scripts.stack.__main__ import build_native_binaries
-from scripts.stack.docker import compose_problem, engine_answers
-from scripts.stack.native import NativeStack, StackError
+from scripts.stack.engine import StackRefusedError, choose_engine, up
+from scripts.stack.native import NativeStack
 from scripts.stack.observe import Jaeger, Prometheus, end_to_end_trace, eventually, format_tree
 from scripts.stack.plan import REPO, StackPlan, requested_replicas
 from scripts.stack.probes import login, traced_call
@@ -46,14 +45,23 @@ SAMPLING = "0.1"  # the load generator's trace sampling ratio in the demo (make 
 def main() -> int:
     plan = requested_replicas(StackPlan.load())
     credentials = ensure_dev_credentials(plan.credentials_dir)
-    stack, started = _up(plan, credentials)
+    engine = choose_engine()
+    print(f"== make up ({'Docker compose' if engine == 'docker' else 'native processes: no Docker engine'})")
+    try:
+        started = up(plan, engine, progress=lambda line: print(f"   {line}"))
+    except StackRefusedError as error:
+        raise SystemExit(f"!! {error}") from error
+    print(
+        f"   built in {started.build_seconds:.1f} s (the first run builds; cached after),"
+        f" ready in {started.ready_seconds:.1f} s"
+    )
     jaeger, prometheus = Jaeger(plan.jaeger_url), Prometheus(plan.prometheus_url)
     admin_token = login(plan.target, *credentials.secrets["admin"])
     first = traced_call(plan.target, admin_token)
     if not eventually(lambda: jaeger.trace(first), timeout=60):
         print("!! the first trace never reached Jaeger", file=sys.stderr)
         return 1
-    to_first_trace = time.monotonic() - started
+    to_first_trace = time.monotonic() - started.start_began
     print(f"== first trace queryable in Jaeger {to_first_trace:.1f} s after the stack began to start")
 
     # Inherited by every CLI call below: the stack's service, an admin token, traces to the stack.
@@ -71,8 +79,8 @@ def main() -> int:
     result = result or _load_run(plan, credentials, DEMO_REPORTS)
     _summary(plan, prometheus, jaeger)
     print(f"\n== time to first trace: {to_first_trace:.1f} s (goal: 10 s)")
-    if stack is not None:
-        _print_memory(stack)
+    if started.native is not None:
+        _print_memory(started.native)
     print(
         "\nThe stack is still running: `make status` shows it, `make load` drives it again,"
         " `make down` stops it."
@@ -80,66 +88,25 @@ def main() -> int:
     return result
 
 
-def _up(plan: StackPlan, credentials: DevCredentials) -> tuple[NativeStack | None, float]:
-    """``make up``: the native stack object (None under Docker, whose memory `docker stats` shows)
-    and when its start began (monotonic clock), after any build — a first run builds the native
-    binaries for minutes, which is not the stack's time to its first trace."""
-    building = time.monotonic()
-    if engine_answers():
-        print("== make up (Docker compose)")
-        if problem := compose_problem():
-            raise SystemExit(f"!! {problem}")
-        subprocess.run(["docker", "compose", "build"], cwd=REPO, check=True)
-        print(
-            f"   images built in {time.monotonic() - building:.1f} s (cached by Docker after the first time)"
-        )
-        started = time.monotonic()
-        subprocess.run([sys.executable, "-m", "scripts.stack", "up", "--engine", "docker"], check=True)
-        return None, started
-    print(f"== make up (no Docker engine: native processes, logs in {plan.logs})")
-    build_native_binaries()
-    print(f"   native binaries ready in {time.monotonic() - building:.1f} s (built once, then cached)")
-    started = time.monotonic()
-    stack = NativeStack(plan, credentials.server_env())
-    try:
-        stack.up()
-    except StackError as error:
-        raise SystemExit(f"!! {error}") from error
-    return stack, started
-
-
 def _load_run(plan: StackPlan, credentials: DevCredentials, report_dir: Path) -> int:
-    """A headless Locust run (what `make load` does) and its per-RPC table."""
+    """The load run `make load` makes (``loadtest.run``): seed, Locust, the per-RPC table."""
     print(
         f"\n== load: {LOAD_SECONDS} s of Locust — a CRUD mix, streams of every kind, 2 held subscriptions;"
         f" {float(SAMPLING):.0%} of calls traced from the load generator on"
     )
-    client_id, secret = credentials.secrets["admin"]
     env = {
         **os.environ,
+        **credentials.client_env("admin"),
         "USER_SERVICE_TARGET": plan.target,
-        "USER_SERVICE_CLIENT_ID": client_id,
-        "USER_SERVICE_CLIENT_SECRET": secret,
         "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
         "LOAD_SUBSCRIBERS": "2",
         "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
         "OTEL_TRACES_SAMPLER_ARG": SAMPLING,
     }
-    python = sys.executable
-    locust = str(Path(python).with_name("locust"))
-    subprocess.run([python, "-m", "loadtest.seed"], env=env, check=True, timeout=60, cwd=REPO)
-    report_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        *(locust, "-f", "loadtest/locustfile.py", "--headless", "--only-summary", "--processes", "1"),
-        *("--users", "20", "--spawn-rate", "20", "--run-time", f"{LOAD_SECONDS}s", "--stop-timeout", "5"),
-        *("--exit-code-on-error", "0", "--csv", str(report_dir / "locust")),
-        *("--html", str(report_dir / "report.html")),
-    ]
-    subprocess.run(command, env=env, check=True, timeout=180, capture_output=True, cwd=REPO)
-    print("\n-- as Locust saw it (`python -m loadtest.report`, the table `make load` prints):", flush=True)
-    return subprocess.run(
-        [python, "-m", "loadtest.report", str(report_dir)], env=env, timeout=60, cwd=REPO
-    ).returncode
+    print("\n-- as Locust saw it (`python -m loadtest.run`, what `make load` prints):", flush=True)
+    run = [sys.executable, "-m", "loadtest.run", "--users", "20", "--spawn-rate", "20", "--quiet", "--html"]
+    run += ["--run-time", f"{LOAD_SECONDS}s", "--report-dir", str(report_dir)]
+    return subprocess.run(run, env=env, timeout=240, cwd=REPO, check=False).returncode
 
 
 def _summary(plan: StackPlan, prometheus: Prometheus, jaeger: Jaeger) -> None:

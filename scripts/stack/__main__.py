@@ -6,14 +6,13 @@ native processes otherwise."""
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from devkit.dev_credentials import ensure_dev_credentials
-from scripts.stack.docker import compose_problem, engine_answers
-from scripts.stack.native import NativeStack, StackError
+from scripts.stack.engine import StackRefusedError, choose_engine, down, up
+from scripts.stack.native import NativeStack
 from scripts.stack.plan import DEFAULT_RUN_DIR, REPO, StackPlan, requested_replicas
 
 GRAFANA = "http://localhost:3000 (dashboards under 'user-service'; anonymous read-only)"
@@ -25,7 +24,7 @@ def main() -> int:
     )
     parser.add_argument("command", choices=("up", "down", "status"))
     parser.add_argument(
-        "--engine", choices=("auto", "docker", "native"), default=os.environ.get("STACK_ENGINE", "auto")
+        "--engine", choices=("auto", "docker", "native"), help="default: STACK_ENGINE or auto"
     )
     parser.add_argument(
         "--run-dir", type=Path, default=DEFAULT_RUN_DIR, help="native stack: pid, log, data files"
@@ -37,29 +36,31 @@ def main() -> int:
         " default 1, or what the running stack has)",
     )
     args = parser.parse_args()
-    engine = args.engine if args.engine != "auto" else ("docker" if engine_answers() else "native")
-    if engine == "docker":
-        return compose(args.command)
-    plan = StackPlan.load(args.run_dir)
-    if args.command == "up":
-        plan = requested_replicas(plan, args.replicas)
-    return native(args.command, plan)
-
-
-def compose(command: str) -> int:
-    if command == "up" and (problem := compose_problem()):
-        print(f"make up with Docker cannot start: {problem}", file=sys.stderr)
+    try:
+        engine = choose_engine(args.engine)
+        plan = StackPlan.load(args.run_dir)
+        if args.command == "up":
+            started = up(requested_replicas(plan, args.replicas), engine)
+            print(f"Stack ready in {started.ready_seconds:.1f} s (build: {started.build_seconds:.1f} s).")
+        elif args.command == "down":
+            stopped = down(plan, engine)
+            print(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
+            return 0
+    except StackRefusedError as error:
+        print(error, file=sys.stderr)
         return 1
-    ensure_dev_credentials(REPO / ".dev/credentials")  # mounted as compose secrets
-    argv = {
-        "up": ["up", "--build", "--detach", "--wait", "--wait-timeout", "180"],
-        "down": ["down", "--remove-orphans"],
-        "status": ["ps"],
-    }[command]
-    code = subprocess.run(["docker", "compose", *argv], cwd=REPO, check=False).returncode
-    if command == "up" and code == 0:
+    if engine == "docker":
+        return print_compose_status(args.command)
+    credentials = ensure_dev_credentials(plan.credentials_dir)
+    print_status(NativeStack(StackPlan.load(args.run_dir), credentials.server_env()), plan)
+    return 0
+
+
+def print_compose_status(command: str) -> int:
+    code = subprocess.run(["docker", "compose", "ps"], cwd=REPO, check=False).returncode
+    if command == "up":
         print(
-            "\nThe stack runs in Docker (docker compose ps):\n"
+            "\nThe stack runs in Docker:\n"
             f"  Grafana     {GRAFANA}\n"
             "  Jaeger      http://localhost:16686\n"
             "  Prometheus  http://localhost:9090\n"
@@ -68,37 +69,6 @@ def compose(command: str) -> int:
             "Stop it with `make down`."
         )
     return code
-
-
-def build_native_binaries() -> None:
-    """The pinned Collector, Jaeger and Prometheus (minutes on a cold cache, with progress;
-    instant once cached)."""
-    subprocess.run([str(REPO / "scripts/install-tools.sh"), "stack"], check=True, stdout=subprocess.DEVNULL)
-
-
-def native(command: str, plan: StackPlan) -> int:
-    if command == "up":
-        build_native_binaries()
-    credentials = ensure_dev_credentials(plan.credentials_dir)
-    stack = NativeStack(plan, credentials.server_env())
-    running = StackPlan.load(plan.run_dir)
-    if command == "up" and running.replicas != plan.replicas and any(s.pid for s in stack.status()):
-        print(f"A stack with {running.replicas} replica(s) is running: `make down` first.", file=sys.stderr)
-        return 1
-    if command == "up":
-        print(f"Starting the stack as native processes (no Docker engine); logs in {plan.logs}")
-        try:
-            seconds = stack.up()
-        except StackError as error:
-            print(f"make up failed: {error}", file=sys.stderr)
-            return 1
-        print(f"Stack ready in {seconds:.1f} s.")
-    elif command == "down":
-        stopped = stack.down()
-        print(f"Stopped {', '.join(stopped)}." if stopped else "Nothing was running.")
-        return 0
-    print_status(stack, plan)
-    return 0
 
 
 def print_status(stack: NativeStack, plan: StackPlan) -> None:
