@@ -22,11 +22,12 @@ from locust.env import Environment
 
 from loadtest.grpc_user import GrpcUser
 from loadtest.locustfile import Subscriber
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 REQUEST = user_pb2.GetUserRequest(id=1)
 # The service needs a token on every call; the documented pattern sends one too, for fairness.
-TOKEN = (("authorization", "Bearer constant"),)
+TOKEN = bearer("constant")
 
 
 @events.test_start.add_listener  # type: ignore[untyped-decorator]

@@ -34,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.processes import free_port
 from scripts.stack.probes import login
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,7 +90,7 @@ class Result:
 def _wait_serving(target: str, token: str | None) -> None:
     """Listening, then the user GetUser asks for exists (the floors answer any id)."""
     _wait_until_listening(target)
-    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    metadata = bearer(token)
     request = user_pb2.CreateUserRequest(user=user_pb2.User(name="Bench", email="bench@example.com"))
     with grpc.insecure_channel(target) as channel:
         try:

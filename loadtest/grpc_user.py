@@ -10,10 +10,10 @@ hop, which both pay. Choices, and why:
 * **gevent**: ``grpc.experimental.gevent.init_gevent()`` runs when this module is imported,
   before any channel can exist, so grpc's blocking waits yield to other greenlets.
 * **channels per worker process, not per user**: per-user channels mean per-user
-  connections and threads, and no faster (``../shared/notes``: ~1.0x); they are created lazily in the
-  worker — never before Locust forks its ``--processes`` — which grpc requires.
-  Held streams get a channel (a connection) of their own, so unary traffic never queues
-  behind them for HTTP/2 stream slots.
+  connections and threads, and were no faster when measured (~1.0x the requests per core of
+  one channel per process); they are created lazily in the worker — never before Locust forks
+  its ``--processes`` — which grpc requires. Held streams get a channel (a connection) of
+  their own, so unary traffic never queues behind them for HTTP/2 stream slots.
 * **statistics**: ``request_type`` is go-grpc-middleware's ``grpc_type`` (``unary``,
   ``server_stream``…); names are methods, and stream phases are rows of their own
   (``SubscribeUsers delivery`` is event commit → receipt); failures are named by status
@@ -37,9 +37,9 @@ from locust import User
 from locust.env import Environment
 from locust.exception import StopUser
 
-from loadtest.channels import open_channel
 from loadtest.settings import LoadSettings
 from loadtest.tracing import LoadTracing
+from user_service.client import bearer, open_channel
 from user_service.config import ClientSettings
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
@@ -98,7 +98,7 @@ class TokenKeeper:
             )
             raise
         self._report("unary", "Login", (time.perf_counter() - started) * 1000, 1, None)
-        self._metadata = (("authorization", f"Bearer {response.access_token}"),)
+        self._metadata = bearer(response.access_token)
         self._renew_at = response.expire_time.ToDatetime().timestamp() - self._renew_before
 
 

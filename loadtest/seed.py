@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import grpc
 
-from loadtest.channels import open_channel
 from loadtest.settings import LoadSettings
+from user_service.client import bearer, login, open_channel
 from user_service.config import ClientSettings
-from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 
@@ -20,10 +19,7 @@ def seed(client: ClientSettings, load: LoadSettings) -> int:
     """Creates the missing seed users; returns how many exist."""
     with open_channel(client) as channel:
         client_id, secret = load.credentials()
-        token = auth_pb2_grpc.AuthServiceStub(channel).Login(
-            auth_pb2.LoginRequest(client_id=client_id, client_secret=secret), timeout=client.timeout
-        )
-        metadata = (("authorization", f"Bearer {token.access_token}"),)
+        metadata = bearer(login(channel, client_id, secret, timeout=client.timeout))
         users = user_pb2_grpc.UserServiceStub(channel)
         requests = (
             user_pb2.CreateUserRequest(

@@ -1,4 +1,4 @@
-"""`make demo`: the stack up, the seed's client walkthrough, a load run, and what it left behind.
+"""`make demo`: the stack up, a walkthrough of every RPC through the CLI, a load run, and what it left behind.
 
 1. `make up`: Jaeger, the OpenTelemetry Collector, Prometheus and the service (Docker compose
    when an engine answers, native processes otherwise); the time until the first trace is

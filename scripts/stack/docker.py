@@ -57,8 +57,7 @@ def compose_problem() -> str | None:
 
 def compose_version_problem(reported: str) -> str | None:
     """What is wrong with the Compose version ``docker compose version --short`` printed."""
-    version = parse_version(reported)
-    if version is not None and version >= MINIMUM_COMPOSE:
+    if _at_least(reported, MINIMUM_COMPOSE):
         return None
     return (
         f"Docker Compose {reported.strip()} is older than {_dotted(MINIMUM_COMPOSE)}, the first that"
@@ -68,8 +67,7 @@ def compose_version_problem(reported: str) -> str | None:
 
 def engine_version_problem(reported: str) -> str | None:
     """What is wrong with the Engine API version ``docker version`` printed for the server."""
-    version = parse_version(reported)
-    if version is not None and version >= MINIMUM_ENGINE_API:
+    if _at_least(reported, MINIMUM_ENGINE_API):
         return None
     return (
         f"the Docker engine speaks API {reported.strip()}; this compose file needs Docker Engine"
@@ -81,6 +79,11 @@ def parse_version(text: str) -> tuple[int, ...] | None:
     """``"v2.40.3"``, ``"2.24.1-desktop.1"`` or ``"1.44"`` as a tuple of numbers."""
     match = re.match(r"\s*v?(\d+(?:\.\d+)+)", text)
     return tuple(int(part) for part in match.group(1).split(".")) if match else None
+
+
+def _at_least(reported: str, minimum: tuple[int, ...]) -> bool:
+    version = parse_version(reported)
+    return version is not None and version >= minimum
 
 
 def _dotted(version: tuple[int, ...]) -> str:

@@ -7,16 +7,16 @@ import secrets
 
 import grpc
 
-from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
+from user_service import client
+from user_service.client import open_channel
+from user_service.config import ClientSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 
 def login(target: str, client_id: str, client_secret: str) -> str:
-    with grpc.insecure_channel(target) as channel:
-        response = auth_pb2_grpc.AuthServiceStub(channel).Login(
-            auth_pb2.LoginRequest(client_id=client_id, client_secret=client_secret), timeout=10
-        )
-    return str(response.access_token)
+    """An access token from the service at ``target`` (every replica, if it lists several)."""
+    with open_channel(ClientSettings(target=target)) as channel:
+        return client.login(channel, client_id, client_secret)
 
 
 def traced_call(target: str, token: str) -> str:
@@ -48,4 +48,4 @@ def traced_subscription(target: str, token: str, events: int = 3) -> str:
 def _traced(token: str) -> tuple[str, tuple[tuple[str, str], ...]]:
     trace_id = secrets.token_hex(16)
     traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
-    return trace_id, (("authorization", f"Bearer {token}"), ("traceparent", traceparent))
+    return trace_id, (*client.bearer(token), ("traceparent", traceparent))

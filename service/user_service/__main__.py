@@ -1,3 +1,3 @@
-from user_service.cli import main
+from user_service.cli.main import main
 
 raise SystemExit(main())

@@ -63,7 +63,3 @@ def login(auth: AuthServiceAsyncStub, credentials: DevCredentials) -> Login:
         return response.access_token
 
     return _login
-
-
-def bearer(token: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {token}"),)

@@ -13,8 +13,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from devkit.dev_credentials import DevCredentials
-from tests.auth.conftest import Login, bearer
+from tests.auth.conftest import Login
 from tests.conftest import drain
+from user_service.client import bearer
 from user_service.gen.auth.v1 import auth_pb2
 from user_service.gen.user.v1 import user_pb2
 from user_service.telemetry.logging import ACCESS_LOGGER

@@ -15,8 +15,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from tests.auth.conftest import bearer
 from tests.conftest import StartServer
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devkit.dev_credentials import DevCredentials
-from tests.auth.conftest import Login, bearer
+from tests.auth.conftest import Login
 from tests.conftest import StartServer, drain
 from user_service.auth.tokens import InvalidTokenError, TokenKeys, TokenService
+from user_service.client import bearer
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 

@@ -1,4 +1,4 @@
-"""The user-service CLI against a server process: the seed's walkthrough, errors, the demo."""
+"""The user-service CLI against a server process: every RPC's walkthrough, errors, the demo."""
 
 from __future__ import annotations
 

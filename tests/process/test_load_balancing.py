@@ -17,9 +17,9 @@ import pytest
 
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.processes import ServerProcess
-from loadtest.channels import open_channel
 from scripts.stack.probes import login
 from tests.process.conftest import cli
+from user_service.client import bearer, open_channel
 from user_service.config import ClientSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
@@ -58,13 +58,21 @@ def test_calls_spread_over_every_replica_and_a_drained_one_loses_none(
             "create", "--name", "Ada", "--email", "ada@example.com", "--token", token, "--target", target
         ).stdout
     )
-    metadata = (("authorization", f"Bearer {token}"),)
+    metadata = bearer(token)
     request = user_pb2.GetUserRequest(id=int(created["user"]["id"]))
     with open_channel(ClientSettings(target=target)) as channel:
         stub = user_pb2_grpc.UserServiceStub(channel)
+        # Round robin uses the replicas whose connection is ready and whose health check passed:
+        # call until each has answered once (bounded), so the spread below is not a start-up race.
+        for _ in range(200):
+            if all(_get_user_calls(replicas)):
+                break
+            stub.GetUser(request, metadata=metadata, timeout=5)
+        before = _get_user_calls(replicas)
+        assert all(before), f"a replica never took a call: {before}"
         for _ in range(90):
             stub.GetUser(request, metadata=metadata, timeout=5)
-        spread = _get_user_calls(replicas)
+        spread = [after - earlier for after, earlier in zip(_get_user_calls(replicas), before, strict=True)]
         assert all(calls >= 15 for calls in spread), f"round robin over all three: {spread}"
 
         failures: list[grpc.StatusCode] = []

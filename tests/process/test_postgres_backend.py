@@ -18,6 +18,7 @@ from devkit.processes import ServerProcess, free_port
 from scripts.stack.probes import login
 from tests.process.conftest import cli
 from tests.process.test_trace_export import _child, _trace_of
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 
@@ -37,7 +38,7 @@ def _token(server: ServerProcess, credentials: DevCredentials) -> str:
 def test_every_rpc_kind_at_production_defaults(postgres_url: str, credentials: DevCredentials) -> None:
     server = _server(postgres_url, credentials)
     try:
-        metadata = (("authorization", f"Bearer {_token(server, credentials)}"),)
+        metadata = bearer(_token(server, credentials))
         with grpc.insecure_channel(server.target) as channel:
             stub = user_pb2_grpc.UserServiceStub(channel)
             created = stub.CreateUser(

@@ -16,6 +16,7 @@ import pytest
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.processes import ServerProcess
 from scripts.stack.probes import login
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 WRITES = 30
@@ -68,7 +69,7 @@ class ResumingSubscriber(threading.Thread):
         super().__init__(daemon=True)
         self._replicas, self._metadata, self._expected = (
             replicas,
-            (("authorization", f"Bearer {token}"),),
+            bearer(token),
             expected,
         )
         self.ids: list[int] = []
@@ -99,7 +100,7 @@ def _create(replicas: Replicas, name: str, token: str, index: int) -> None:
     with grpc.insecure_channel(replicas.target(name)) as channel:
         user_pb2_grpc.UserServiceStub(channel).CreateUser(
             user_pb2.CreateUserRequest(user=user_pb2.User(name=f"U{index}", email=f"u{index}@example.com")),
-            metadata=(("authorization", f"Bearer {token}"),),
+            metadata=bearer(token),
             timeout=15,
         )
 

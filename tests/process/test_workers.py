@@ -23,6 +23,7 @@ from devkit.processes import CLI, ServerProcess
 from scripts.stack.observe import eventually
 from scripts.stack.probes import login
 from tests.process.conftest import cli
+from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 WORKERS = 2
@@ -98,7 +99,7 @@ def _worker_pids(server: ServerProcess) -> set[int]:
 def test_both_workers_serve_and_a_subscriber_on_either_sees_every_write(
     workers: ServerProcess, credentials: DevCredentials
 ) -> None:
-    metadata = (("authorization", f"Bearer {login(workers.target, *credentials.secrets['admin'])}"),)
+    metadata = bearer(login(workers.target, *credentials.secrets["admin"]))
     channels = _channels_reaching_every_worker(workers, metadata)
     received: list[list[int]] = [[] for _ in channels]
 

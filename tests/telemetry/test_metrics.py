@@ -121,6 +121,8 @@ async def test_service_metrics_follow_the_domain(server: RunningServer, stub: St
     assert _value(samples, "user_service_events_published_total", type="created") == 4
     assert _value(samples, "user_service_events_published_total", type="deleted") == 1
     assert _value(samples, "user_service_subscribers") == 0
+    assert _value(samples, "user_service_subscriber_buffered_events") == 0
+    assert _value(samples, "user_service_feed_published_event_id") == 5, "every event published"
     assert _value(samples, "user_service_event_delivery_lag_seconds_count") == 2
     store = {"db_system_name": "sqlite", "db_collection_name": "users"}
     assert (

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from user_service.domain.clock import to_micros
 from user_service.domain.models import EventType, User, UserEvent
 from user_service.gen.user.v1 import user_pb2
 
@@ -16,14 +17,10 @@ _EVENT_TYPES = {
 }
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
-
-
 def timestamp(moment: datetime) -> Timestamp:
     """The same message as ``Timestamp.FromDatetime`` for the store's aware UTC datetimes, at a
     fraction of its cost (it validates and converts in Python; this is on every response)."""
-    micros = (moment - _EPOCH) // _MICROSECOND
+    micros = to_micros(moment)
     seconds, micro = divmod(micros, 1_000_000)
     return Timestamp(seconds=seconds, nanos=micro * 1000)
 

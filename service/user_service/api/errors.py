@@ -50,7 +50,7 @@ def status_code_for(error: DomainError) -> grpc.StatusCode:
     raise LookupError(f"no status code mapped for {type(error).__name__}") from error
 
 
-def rich_status(error: DomainError, *, message: str | None = None) -> grpc.Status:
+def rich_status(error: DomainError) -> grpc.Status:
     """The status for ``error``; validation failures carry a ``google.rpc.BadRequest``."""
     code = status_code_for(error)
     details: list[any_pb2.Any] = []
@@ -69,7 +69,7 @@ def rich_status(error: DomainError, *, message: str | None = None) -> grpc.Statu
         details.append(packed)
     status = status_pb2.Status(
         code=getattr(code_pb2, code.name),
-        message=bounded(message or str(error), MAX_MESSAGE_CHARS),
+        message=bounded(str(error), MAX_MESSAGE_CHARS),
         details=details,
     )
     converted: grpc.Status = rpc_status.to_status(status)

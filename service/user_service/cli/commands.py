@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 import grpc
 from google.protobuf.field_mask_pb2 import FieldMask
 
-from user_service.channels import channel_credentials, channel_options
 from user_service.cli.output import print_message
+from user_service.client import Metadata, bearer, open_aio_channel
 from user_service.config import ClientSettings
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
@@ -33,23 +33,11 @@ class CallOptions:
     """What every call carries: its deadline and, with auth, the bearer token."""
 
     timeout: float
-    metadata: tuple[tuple[str, str], ...]
+    metadata: Metadata
 
 
 def call_options(settings: ClientSettings) -> CallOptions:
-    metadata = (("authorization", f"Bearer {settings.token}"),) if settings.token else ()
-    return CallOptions(settings.timeout, metadata)
-
-
-def open_channel(
-    settings: ClientSettings, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
-) -> grpc.aio.Channel:
-    """Round-robin over every address of the target, health-checked; TLS as configured."""
-    options = channel_options()
-    credentials = channel_credentials(settings)
-    if credentials is None:
-        return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)
-    return grpc.aio.secure_channel(settings.target, credentials, options=options, interceptors=interceptors)
+    return CallOptions(settings.timeout, bearer(settings.token))
 
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
@@ -57,7 +45,7 @@ async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
     telemetry = setup_telemetry(CLI_SERVICE_NAME)
     interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
     try:
-        async with open_channel(settings, interceptors) as channel:
+        async with open_aio_channel(settings, interceptors) as channel:
             with telemetry.tracer.start_as_current_span(f"{CLI_SERVICE_NAME} {args.command}"):
                 if args.command == "login":
                     await _login(auth_pb2_grpc.AuthServiceStub(channel), args, call_options(settings))

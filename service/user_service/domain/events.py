@@ -101,10 +101,6 @@ class EventBroker:
         """Events held in all buffers together: at most subscribers x buffer size."""
         return sum(len(s) for s in self._subscriptions)
 
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
     def subscribe(self, subscriber: str = "") -> Subscription:
         """A new subscription for ``subscriber`` (who asks: one caller may hold at most
         ``max_per_subscriber`` of the ``max_subscribers`` slots)."""

@@ -37,9 +37,6 @@ class UserDirectory:
         users = users[: page.size]
         return users, encode_page_token(users[-1].id)
 
-    async def count(self) -> int:
-        return await self._store.count_users()
-
     async def create(self, new_user: NewUser) -> User:
         event = await self._commit(lambda: self._store.create_user(new_user=new_user))
         return event.user

@@ -33,17 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 
 import asyncpg
 import asyncpg.pool
 
+from user_service.domain import clock
 from user_service.domain.errors import (
     EmailTakenError,
     EtagMismatchError,
@@ -217,7 +217,7 @@ class PostgresUserStore:
 
     async def create_user(self, *, new_user: NewUser) -> UserEvent:
         async def write(connection: Connection) -> UserEvent:
-            now = _now()
+            now = clock.now()
             try:
                 user_id = await connection.fetchval(
                     "INSERT INTO users (name, email, create_time, update_time, version)"
@@ -238,7 +238,7 @@ class PostgresUserStore:
     ) -> UserEvent:
         async def write(connection: Connection) -> UserEvent:
             current = await _locked_user(connection, user_id, expected_version)
-            now = _now()
+            now = clock.now()
             updated = current.changed(changes, now)
             try:
                 await connection.execute(
@@ -259,7 +259,7 @@ class PostgresUserStore:
         async def write(connection: Connection) -> UserEvent:
             current = await _locked_user(connection, user_id, expected_version)
             await connection.execute("DELETE FROM users WHERE id = $1", user_id)
-            return await _append_event(connection, EventType.DELETED, current, _now())
+            return await _append_event(connection, EventType.DELETED, current, clock.now())
 
         return await self._transaction(write)
 
@@ -334,14 +334,6 @@ async def _append_event(
     )
     await connection.execute("SELECT pg_notify($1, $2)", NOTIFY_CHANNEL, str(event_id))
     return UserEvent(event_id, event_type, user, event_time)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _now() -> datetime:
-    """Now, at the microsecond precision PostgreSQL stores (so the returned event equals the row)."""
-    return _EPOCH + timedelta(microseconds=time.time_ns() // 1000)
 
 
 def _user(row: Any) -> User:

@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from user_service.domain.clock import from_micros, now_micros, to_micros
 from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
 from user_service.domain.models import EventType, NewUser, User, UserChanges, UserEvent
 
@@ -67,7 +67,6 @@ _USER_COLUMNS = "id, name, email, create_time_us, update_time_us, version"
 _EVENT_COLUMNS = (
     "event_id, type, event_time_us, user_id, name, email, create_time_us, update_time_us, version"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class SqliteUserStore:
@@ -151,7 +150,7 @@ class SqliteUserStore:
         return int(rows[0][0])
 
     async def prune_events(self, *, older_than: datetime) -> int:
-        return await self._write(_prune_events, _us(older_than))
+        return await self._write(_prune_events, to_micros(older_than))
 
     async def watch_commits(self, on_commit: Callable[[], None]) -> None:
         """SQLite cannot tell another process's commit: the change feed polls."""
@@ -211,22 +210,14 @@ class SqliteUserStore:
 # -- SQL, run inside a store thread ---------------------------------------------
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
-def _time(us: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=us)
-
-
 def _user_from_row(row: tuple[Any, ...]) -> User:
     user_id, name, email, create_us, update_us, version = row
-    return User(user_id, name, email, _time(create_us), _time(update_us), version)
+    return User(user_id, name, email, from_micros(create_us), from_micros(update_us), version)
 
 
 def _event_from_row(row: tuple[Any, ...]) -> UserEvent:
     event_id, event_type, event_us, *user_row = row
-    return UserEvent(event_id, EventType(event_type), _user_from_row(tuple(user_row)), _time(event_us))
+    return UserEvent(event_id, EventType(event_type), _user_from_row(tuple(user_row)), from_micros(event_us))
 
 
 def _create_schema(connection: sqlite3.Connection) -> None:
@@ -259,17 +250,13 @@ def _append_event(
             user.id,
             user.name,
             user.email,
-            _us(user.create_time),
-            _us(user.update_time),
+            to_micros(user.create_time),
+            to_micros(user.update_time),
             user.version,
         ),
     )
     assert cursor.lastrowid is not None
-    return UserEvent(cursor.lastrowid, event_type, user, _time(event_us))
-
-
-def _us(moment: datetime) -> int:
-    return (moment - _EPOCH) // timedelta(microseconds=1)
+    return UserEvent(cursor.lastrowid, event_type, user, from_micros(event_us))
 
 
 def _in_transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
@@ -285,7 +272,7 @@ def _in_transaction(connection: sqlite3.Connection, body: Callable[[], T]) -> T:
 
 def _insert_user(connection: sqlite3.Connection, new_user: NewUser) -> UserEvent:
     def body() -> UserEvent:
-        now = _now_us()
+        now = now_micros()
         try:
             cursor = connection.execute(
                 "INSERT INTO users (name, email, create_time_us, update_time_us, version)"
@@ -295,7 +282,7 @@ def _insert_user(connection: sqlite3.Connection, new_user: NewUser) -> UserEvent
         except sqlite3.IntegrityError as error:
             raise EmailTakenError(new_user.email) from error
         assert cursor.lastrowid is not None
-        user = User(cursor.lastrowid, new_user.name, new_user.email, _time(now), _time(now), 1)
+        user = User(cursor.lastrowid, new_user.name, new_user.email, from_micros(now), from_micros(now), 1)
         return _append_event(connection, EventType.CREATED, user, now)
 
     return _in_transaction(connection, body)
@@ -312,12 +299,12 @@ def _update_user(
     def body() -> UserEvent:
         current = _select_user(connection, user_id)
         _check_version(current, expected_version)
-        now = _now_us()
-        updated = current.changed(changes, _time(now))
+        now = now_micros()
+        updated = current.changed(changes, from_micros(now))
         try:
             connection.execute(
                 "UPDATE users SET name = ?, email = ?, update_time_us = ?, version = ? WHERE id = ?",
-                (updated.name, updated.email, _us(updated.update_time), updated.version, user_id),
+                (updated.name, updated.email, to_micros(updated.update_time), updated.version, user_id),
             )
         except sqlite3.IntegrityError as error:
             raise EmailTakenError(updated.email) from error
@@ -350,6 +337,6 @@ def _delete_user(connection: sqlite3.Connection, user_id: int, expected_version:
         current = _select_user(connection, user_id)
         _check_version(current, expected_version)
         connection.execute("DELETE FROM users WHERE id = ?", (user_id,))
-        return _append_event(connection, EventType.DELETED, current, _now_us())
+        return _append_event(connection, EventType.DELETED, current, now_micros())
 
     return _in_transaction(connection, body)

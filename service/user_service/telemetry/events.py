@@ -52,6 +52,7 @@ class InstrumentedEventBroker(EventBroker):
         self._published = {t: metrics.events_published.labels(t.value) for t in EventType}
         self._users = metrics.users
         metrics.subscribers.set_function(lambda: self.subscriber_count)
+        metrics.buffered_events.set_function(lambda: self.buffered_events)
 
     def publish(self, event: UserEvent) -> None:
         super().publish(event)

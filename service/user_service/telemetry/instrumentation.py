@@ -64,11 +64,14 @@ class Instrumentation:
     def relay(self, store: UserStore, broker: EventBroker) -> OutboxRelay:
         """The outbox relay; each announced commit a PRODUCER span in the writing call's trace."""
         poll_interval = self._settings.feed_poll_interval
-        if not self._telemetry.tracing:
-            return OutboxRelay(store, broker, poll_interval=poll_interval)
-        return InstrumentedOutboxRelay(
-            store, broker, poll_interval=poll_interval, tracer=self._telemetry.tracer
+        relay = (
+            InstrumentedOutboxRelay(store, broker, poll_interval=poll_interval, tracer=self._telemetry.tracer)
+            if self._telemetry.tracing
+            else OutboxRelay(store, broker, poll_interval=poll_interval)
         )
+        if self._service_metrics is not None:
+            self._service_metrics.published_event_id.set_function(lambda: relay.last_published)
+        return relay
 
     def subscription_observer(self) -> SubscriptionObserver | None:
         if self._service_metrics is None:

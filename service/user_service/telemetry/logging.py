@@ -15,12 +15,13 @@ from opentelemetry import trace
 from pythonjsonlogger.json import JsonFormatter
 
 from user_service.api.call import RpcCall, current_principal
+from user_service.api.methods import HEALTH_SERVICE
 from user_service.telemetry.grpc_codes import GO_CODE_NAMES
 
 LogFormat = Literal["json", "text"]
 ACCESS_LOGGER = "user_service.access"
 GRPC_CORE_LOGGER = "grpc._cython.cygrpc"
-_HEALTH_SERVICE = "grpc.health.v1.Health"
+_HEALTH_SERVICE = HEALTH_SERVICE.full_name
 
 
 class TraceContextFilter(logging.Filter):

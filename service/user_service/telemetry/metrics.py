@@ -156,6 +156,17 @@ class ServiceMetrics:
         self.subscribers = Gauge(
             "user_service_subscribers", "Active SubscribeUsers streams.", registry=registry
         )
+        self.buffered_events = Gauge(
+            "user_service_subscriber_buffered_events",
+            "Live events waiting in subscribers' buffers (bounded: subscribers x buffer size).",
+            registry=registry,
+        )
+        self.published_event_id = Gauge(
+            "user_service_feed_published_event_id",
+            "The newest event id this process's outbox relay has published to its subscribers: it"
+            " stops moving while the relay is stalled, though writes go on.",
+            registry=registry,
+        )
         self.subscriber_cutoffs = Counter(
             "user_service_subscriber_cutoffs",
             "Subscriptions ended by the server: too_slow (buffer overflow), shutdown.",

@@ -21,8 +21,9 @@ from opentelemetry.propagators.textmap import Getter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from user_service.api.call import RpcCall, current_principal
+from user_service.api.methods import HEALTH_SERVICE
 
-_HEALTH_SERVICE = "grpc.health.v1.Health"
+_HEALTH_SERVICE = HEALTH_SERVICE.full_name
 # https://opentelemetry.io/docs/specs/semconv/rpc/grpc/#grpc-status
 _SERVER_ERRORS = frozenset(
     {
