@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run up down status demo dashboards load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load bench-memory lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards faults fault fault-off load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load bench-memory lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -85,6 +85,16 @@ demo: setup ## make up, every RPC through the CLI, a load run, then what Locust,
 
 dashboards: setup ## regenerate grafana/dashboards (and grafana/PANELS.md) from scripts/dashboards.py
 	$(BIN)/python -m scripts.dashboards
+
+# Faults on purpose (flags/demo.flagd.json, read by every replica; picked up within a second).
+faults: setup ## the fault flags and what is in effect
+	$(BIN)/python -m scripts.faults list
+
+fault: setup ## turn a fault on: make fault NAME=userServiceErrors VARIANT=getUserUnavailable10 [REPLICA=user-service-2]
+	$(BIN)/python -m scripts.faults on $(NAME) $(VARIANT) $(if $(REPLICA),--replica $(REPLICA))
+
+fault-off: setup ## turn a fault off (every fault without NAME)
+	$(BIN)/python -m scripts.faults off $(NAME)
 
 # Load runs (Locust): any target; the standard LOCUST_* variables work too.
 TARGET     ?= localhost:50051

@@ -74,6 +74,10 @@ SUBJECTS: dict[str, Subject] = {
         env={**QUIET, "USER_SERVICE_AUTH_ENABLED": "false", "OTEL_SDK_DISABLED": "true"}
     ),
     "service, production defaults": Subject(),
+    # The stack's replicas read the fault flags file; every flag off costs one snapshot read a call.
+    "service, defaults + flags off": Subject(
+        env={"USER_SERVICE_FLAGS_FILE": str(REPO / "flags/demo.flagd.json")}
+    ),
     "service, defaults + 100% sampling": Subject(env={"OTEL_TRACES_SAMPLER": "always_on"}),
 }
 FLOOR = "grpc.aio floor"

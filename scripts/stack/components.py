@@ -89,8 +89,9 @@ def _service(
     """Replica ``index`` of the service ("user-service", then "user-service-2", …). Replicas share
     one SQLite file: the outbox relay of each delivers the others' writes to its subscribers."""
     target = f"127.0.0.1:{grpc_port}"
+    name = "user-service" if index == 0 else f"user-service-{index + 1}"
     return Component(
-        "user-service" if index == 0 else f"user-service-{index + 1}",
+        name,
         [
             str(Path(sys.executable).with_name("user-service")),
             *("serve", "--host", "127.0.0.1", "--port", str(grpc_port), "--metrics-port", str(metrics_port)),
@@ -100,6 +101,10 @@ def _service(
         url=f"{target} (gRPC), http://127.0.0.1:{metrics_port}/metrics",
         env={
             "USER_SERVICE_DATABASE_URL": f"sqlite:///{plan.run_dir / 'data/users.db'}",
+            # Faults on purpose: every replica reads the repository's flag file (`make fault`),
+            # and is targeted by its component name.
+            "USER_SERVICE_FLAGS_FILE": str(REPO / "flags/demo.flagd.json"),
+            "USER_SERVICE_REPLICA": name,
             "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
             # Export every second (the SDK's default: 5 s) so a call is in Jaeger within
             # about two seconds; as in docker-compose.yml.

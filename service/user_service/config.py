@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -56,6 +57,16 @@ class ServerSettings(BaseSettings):
     )
     max_batch_size: Annotated[int, Field(ge=1)] = Field(
         1000, description="Users in one BatchCreateUsers stream."
+    )
+    flags_file: Path | None = Field(
+        None,
+        description="Fault flags in flagd's format (flags/demo.flagd.json): faults on purpose, picked up"
+        " within a second of an edit; none when unset.",
+    )
+    replica: str = Field(
+        default_factory=socket.gethostname,
+        description="This replica's name, which fault flags can target (flagd context attribute"
+        " `replica`); the host name by default.",
     )
     feed_poll_interval: Annotated[float, Field(gt=0, le=60)] = Field(
         0.25,

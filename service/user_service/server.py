@@ -19,6 +19,7 @@ from user_service.api.call import RpcObserver
 from user_service.api.interceptors.admission import AdmissionInterceptor
 from user_service.api.interceptors.auth import AuthInterceptor
 from user_service.api.interceptors.decoding import RequestDecodingInterceptor
+from user_service.api.interceptors.faults import FaultInjectionInterceptor
 from user_service.api.interceptors.observation import RpcObservationInterceptor
 from user_service.api.interceptors.recovery import RecoveryInterceptor
 from user_service.api.interceptors.wrapping import ComposedInterceptor, HandlerWrappingInterceptor
@@ -34,6 +35,7 @@ from user_service.domain.feed import ChangeFeed
 from user_service.domain.ports import UserStore
 from user_service.domain.retention import OutboxRetention
 from user_service.domain.users import UserDirectory
+from user_service.faults import FaultFlags
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
 from user_service.listening import PortInUseError
@@ -102,10 +104,16 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         directory = UserDirectory(store, relay)
         resources.push_async_callback(directory.drain)
 
+        faults = None
+        if settings.flags_file is not None:
+            flags = FaultFlags(settings.flags_file, settings.replica)
+            resources.callback(flags.close)
+            faults = FaultInjectionInterceptor(flags, instrumentation.fault_observer(flags))
+
         # No grpc-level maximum_concurrent_rpcs: it would count health checks and anonymous
         # calls against the service's budget; the admission interceptor keeps budgets apart.
         server = grpc.aio.server(
-            interceptors=_interceptors(settings, instrumentation.rpc_observers(), tokens),
+            interceptors=_interceptors(settings, instrumentation.rpc_observers(), tokens, faults),
             options=_server_options(settings),
         )
         # Stopped by ``shutdown`` with its grace period first (a second stop is a no-op); this
@@ -176,10 +184,14 @@ def _bind(server: grpc.aio.Server, settings: ServerSettings) -> int:
 
 
 def _interceptors(
-    settings: ServerSettings, observers: list[RpcObserver], tokens: TokenService | None
+    settings: ServerSettings,
+    observers: list[RpcObserver],
+    tokens: TokenService | None,
+    faults: FaultInjectionInterceptor | None,
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: observation sees the status the inner ones settle on (refusals by
-    admission included); callers are authenticated before their request bytes are parsed."""
+    admission and injected faults included); callers are authenticated before their request
+    bytes are parsed, and before a fault can strike them."""
     budgets = {Budget.AUTHENTICATED: settings.max_concurrent_rpcs, Budget.PUBLIC: settings.max_public_rpcs}
     layers: list[HandlerWrappingInterceptor] = [
         RpcObservationInterceptor(observers),
@@ -188,6 +200,8 @@ def _interceptors(
     ]
     if tokens is not None:
         layers.append(AuthInterceptor(tokens))
+    if faults is not None:
+        layers.append(faults)
     layers.append(RequestDecodingInterceptor())
     return [ComposedInterceptor(layers)]
 

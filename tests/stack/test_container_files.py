@@ -683,6 +683,16 @@ def test_build_context_holds_what_the_dockerfile_copies_and_no_secret() -> None:
 # --- replicas on PostgreSQL ------------------------------------------------------------------------
 
 
+def test_replicas_read_the_fault_flags_the_repository_holds() -> None:
+    """The flag file `make fault` edits reaches every replica: its folder is mounted (a single-file
+    mount would keep the old file after the atomic rename) and the replicas are pointed at it."""
+    server = resolved_services()["user-service"]
+    (mount,) = [v for v in server["volumes"] if v["source"] == str(REPO / "flags")]
+    flags_file = Path(server["environment"]["USER_SERVICE_FLAGS_FILE"])
+    assert flags_file.parent == Path(mount["target"])
+    assert (REPO / "flags" / flags_file.name).is_file()
+
+
 def test_the_service_runs_replicas_on_the_compose_database(tmp_path: Path) -> None:
     """Two or more replicas, each reaching the postgres service with the user, database and
     password the postgres container is created with (the URL make credentials writes)."""

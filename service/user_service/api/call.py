@@ -15,6 +15,7 @@ its ``ServicerContext``. All of that lives here, so that none of them imports an
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from user_service.api.methods import GrpcType
 from user_service.auth.tokens import Principal
 from user_service.domain.errors import DomainError, resume_hint
 from user_service.domain.models import UserEvent
+from user_service.faults import FlagState
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -122,3 +124,11 @@ class SubscriptionObserver(Protocol):
 
     def ended(self, error: DomainError) -> None:
         """The feed ended the stream (cut-off, shutdown)."""
+
+
+class FaultObserver(Protocol):
+    """Told when a fault flag strikes a call (telemetry implements it)."""
+
+    def injected(self, flag: FlagState, effect: str) -> AbstractContextManager[None]:
+        """Entered around the fault's effect (``"latency"``: the wait; ``"error"``: the abort)."""
+        ...

@@ -8,14 +8,16 @@ the benchmark's "bare" baseline.
 
 from __future__ import annotations
 
-from user_service.api.call import RpcObserver, SubscriptionObserver
+from user_service.api.call import FaultObserver, RpcObserver, SubscriptionObserver
 from user_service.api.methods import RpcMethod
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.ports import UserStore
 from user_service.domain.relay import OutboxRelay
+from user_service.faults import FaultFlags
 from user_service.telemetry.database import trace_postgres_queries
 from user_service.telemetry.events import FeedTelemetry, InstrumentedEventBroker, InstrumentedOutboxRelay
+from user_service.telemetry.faults import FaultFlagCollector, FaultTelemetry
 from user_service.telemetry.logging import AccessLog
 from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
 from user_service.telemetry.server_spans import ServerSpans
@@ -77,6 +79,13 @@ class Instrumentation:
         if self._service_metrics is None:
             return None
         return FeedTelemetry(self._telemetry.tracer, self._service_metrics)
+
+    def fault_observer(self, flags: FaultFlags) -> FaultObserver:
+        """Spans and counts of injected faults, and the flags in effect as a gauge."""
+        registry = self._telemetry.registry if self._settings.metrics_enabled else None
+        if registry is not None:
+            registry.register(FaultFlagCollector(flags))
+        return FaultTelemetry(self._telemetry.tracer if self._telemetry.tracing else None, registry)
 
     def rpc_observers(self) -> list[RpcObserver]:
         """Outermost first. The server span first: it is current while the others run, so

@@ -1,0 +1,247 @@
+"""Faults on purpose against a server process at production defaults (auth, access log, metrics,
+tracing) reading a copy of flags/demo.flagd.json, edited as `make fault` edits it: each fault
+strikes what its variant says and nothing else, names its flag in the status and the trace, is
+picked up without a restart, and with every flag off nothing is injected."""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import grpc
+import pytest
+
+from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.otlp_receiver import OtlpReceiver
+from devkit.processes import ServerProcess
+from scripts import faults
+from scripts.stack.observe import eventually
+from scripts.stack.plan import REPO
+from scripts.stack.probes import login
+from user_service.api.methods import RPC_TABLE, USER_SERVICE
+from user_service.client import Metadata, bearer
+from user_service.faults import FlagState, fault_of
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+
+CALLS = 400
+
+
+@pytest.fixture
+def flags_file(tmp_path: Path) -> Path:
+    copy = tmp_path / "flags" / "demo.flagd.json"
+    copy.parent.mkdir()
+    shutil.copy(REPO / "flags/demo.flagd.json", copy)
+    return copy
+
+
+@pytest.fixture
+def credentials(tmp_path: Path) -> DevCredentials:
+    return write_dev_credentials(tmp_path / "credentials")
+
+
+@pytest.fixture
+def start(
+    database_url: str, credentials: DevCredentials, flags_file: Path, otlp_receiver: OtlpReceiver
+) -> Iterator[Callable[[str], ServerProcess]]:
+    started: list[ServerProcess] = []
+
+    def _start(replica: str) -> ServerProcess:
+        env = {
+            **credentials.server_env(),
+            "USER_SERVICE_FLAGS_FILE": str(flags_file),
+            "USER_SERVICE_REPLICA": replica,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+        started.append(ServerProcess(database_url, env=env).start())
+        return started[-1]
+
+    yield _start
+    for server in started:
+        server.stop()
+
+
+def switch(flags_file: Path, name: str, variant: str | None, replica: str | None = None) -> None:
+    """What `make fault` / `make fault-off` do, on the test's copy of the flag file."""
+    document = faults.read(flags_file)
+    if variant is None:
+        faults.turn_off(document, name)
+    else:
+        faults.turn_on(document, name, variant, replica)
+    faults.write(document, flags_file)
+
+
+def in_effect(server: ServerProcess, flag: str, variant: str) -> bool:
+    """Whether the server reports ``variant`` of ``flag`` in effect (its flag gauge)."""
+    return server.metric(f'user_service_fault_flag{{flag="{flag}",variant="{variant}"}}') == 1
+
+
+def wait_in_effect(server: ServerProcess, flag: str, variant: str) -> None:
+    assert eventually(lambda: in_effect(server, flag, variant), timeout=10), f"{flag}={variant} not picked up"
+
+
+def codes(
+    server: ServerProcess, metadata: Metadata, method: str, calls: int = CALLS
+) -> list[grpc.StatusCode]:
+    """The status of each of ``calls`` GetUser (of a user it creates first) or ListUsers calls."""
+    with grpc.insecure_channel(server.target) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        call: Callable[[], object]
+        if method == "GetUser":
+            email = f"{secrets.token_hex(4)}@example.com"
+            created = users.CreateUser(
+                user_pb2.CreateUserRequest(user=user_pb2.User(name="Ada", email=email)),
+                metadata=metadata,
+                timeout=10,
+            )
+            request = user_pb2.GetUserRequest(id=created.user.id)
+            call = partial(users.GetUser, request, metadata=metadata, timeout=10)
+        else:
+            call = partial(
+                users.ListUsers, user_pb2.ListUsersRequest(page_size=1), metadata=metadata, timeout=10
+            )
+        found = []
+        for _ in range(calls):
+            try:
+                call()
+                found.append(grpc.StatusCode.OK)
+            except grpc.RpcError as error:
+                found.append(error.code())
+        return found
+
+
+def admin(server: ServerProcess, credentials: DevCredentials) -> Metadata:
+    return bearer(login(server.target, *credentials.secrets["admin"]))
+
+
+def test_with_every_flag_off_nothing_is_injected(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials
+) -> None:
+    server = start("a")
+    metadata = admin(server, credentials)
+    assert set(codes(server, metadata, "GetUser", 100)) == {grpc.StatusCode.OK}
+    assert server.metric('user_service_fault_flag{flag="userServiceErrors",variant="off"}') == 1
+    assert server.metric('user_service_fault_flag{flag="userServiceLatency",variant="off"}') == 1
+
+
+def test_an_error_fault_fails_its_share_of_one_method_and_stops_when_turned_off(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """getUserUnavailable10: ~10 % of GetUser calls fail UNAVAILABLE with a message naming the
+    flag; ListUsers is untouched; turned on and off on a running server."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    switch(flags_file, "userServiceErrors", "getUserUnavailable10")
+    wait_in_effect(server, "userServiceErrors", "getUserUnavailable10")
+    found = codes(server, metadata, "GetUser")
+    failed = [code for code in found if code != grpc.StatusCode.OK]
+    assert set(failed) == {grpc.StatusCode.UNAVAILABLE}
+    assert 0.04 * CALLS <= len(failed) <= 0.19 * CALLS, f"{len(failed)} of {CALLS} (10 % expected)"
+    assert set(codes(server, metadata, "ListUsers", 100)) == {grpc.StatusCode.OK}
+    labels = 'effect="error",flag="userServiceErrors",variant="getUserUnavailable10"'
+    assert server.metric(f"user_service_faults_injected_total{{{labels}}}") == len(failed)
+
+    switch(flags_file, "userServiceErrors", None)
+    wait_in_effect(server, "userServiceErrors", "off")
+    assert set(codes(server, metadata, "GetUser", 200)) == {grpc.StatusCode.OK}
+
+
+def test_the_status_message_names_the_flag(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    server = start("a")
+    metadata = admin(server, credentials)
+    switch(flags_file, "userServiceErrors", "everyMethodExhausted20")
+    wait_in_effect(server, "userServiceErrors", "everyMethodExhausted20")
+    struck: list[grpc.RpcError] = []
+    with grpc.insecure_channel(server.target) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        for _ in range(200):
+            try:
+                users.ListUsers(user_pb2.ListUsersRequest(page_size=1), metadata=metadata, timeout=10)
+            except grpc.RpcError as error:
+                struck.append(error)
+    assert struck, "no call of 200 was struck at a 20 % ratio"
+    assert {error.code() for error in struck} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert all(
+        "flag userServiceErrors (variant everyMethodExhausted20)" in (e.details() or "") for e in struck
+    )
+
+
+def test_a_latency_fault_delays_calls_inside_a_span_named_after_its_flag(
+    start: Callable[[str], ServerProcess],
+    credentials: DevCredentials,
+    flags_file: Path,
+    otlp_receiver: OtlpReceiver,
+) -> None:
+    """getUser200ms: every GetUser waits 200 ms; the wait is a child span of the call's server
+    span carrying the feature_flag attributes, so the trace says where the time went and why."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    switch(flags_file, "userServiceLatency", "getUser200ms")
+    wait_in_effect(server, "userServiceLatency", "getUser200ms")
+    trace_id = secrets.token_hex(16)
+    traced = (*metadata, ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"))
+    with grpc.insecure_channel(server.target) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.RpcError) as missing:
+            users.GetUser(user_pb2.GetUserRequest(id=10**9), metadata=traced, timeout=10)
+        took = time.monotonic() - started
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND, "the call itself still runs after the wait"
+    assert took >= 0.2
+
+    def fault_span() -> list[object]:
+        return [s for s in otlp_receiver.spans() if s.trace_id == trace_id and s.name.startswith("fault ")]
+
+    assert eventually(fault_span, timeout=10), "no fault span exported"
+    spans = [s for s in otlp_receiver.spans() if s.trace_id == trace_id]
+    (fault,) = [s for s in spans if s.name == "fault userServiceLatency latency"]
+    (server_span,) = [s for s in spans if s.kind == "SERVER"]
+    assert fault.parent_span_id == server_span.span_id
+    assert fault.attributes["feature_flag.key"] == "userServiceLatency"
+    assert fault.attributes["feature_flag.result.variant"] == "getUser200ms"
+    assert fault.attributes["feature_flag.provider.name"] == "flagd"
+
+
+def test_a_fault_aimed_at_one_replica_spares_the_others(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """flagd targeting on the replica's name: `make fault ... REPLICA=b` strikes b only."""
+    a, b = start("a"), start("b")
+    switch(flags_file, "userServiceErrors", "everyMethodExhausted20", replica="b")
+    wait_in_effect(b, "userServiceErrors", "everyMethodExhausted20")
+    assert in_effect(a, "userServiceErrors", "off")
+    assert set(codes(a, admin(a, credentials), "ListUsers", 200)) == {grpc.StatusCode.OK}
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes(b, admin(b, credentials), "ListUsers", 200)
+
+
+def test_a_broken_flag_file_leaves_the_service_serving_without_faults(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """A half-written or invalid file (not written atomically, say) turns nothing on and
+    breaks nothing: the last good snapshot stays, calls keep succeeding."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    flags_file.write_text('{"flags": {"userServiceErrors": ')
+    time.sleep(1.5)  # the provider reads the file every 0.5 s
+    assert set(codes(server, metadata, "GetUser", 50)) == {grpc.StatusCode.OK}
+    server.assert_alive()
+
+
+def test_every_variant_in_the_repository_file_is_a_valid_fault() -> None:
+    """A variant with an unknown code, a delay out of range or a method the service lacks would
+    silently do nothing: every variant but `off` must parse to a fault of real methods."""
+    methods = {method.name for method in RPC_TABLE.of_service(USER_SERVICE.full_name)}
+    document = faults.read(REPO / "flags/demo.flagd.json")
+    for key, flag in document["flags"].items():
+        assert flag["defaultVariant"] == "off", f"{key} is on in the repository"
+        assert "targeting" not in flag, f"{key} is on for some replica in the repository"
+        for variant, value in flag["variants"].items():
+            fault = fault_of(FlagState(key, variant), value)
+            assert (fault is None) == (variant == "off"), f"{key}={variant}: {value}"
+            assert fault is None or fault.methods <= methods, f"{key}={variant}: unknown methods"
