@@ -15,14 +15,19 @@ with every flag off, one attribute read. What a variant does is its value, a JSO
   share of those methods' calls (every method of user.v1.UserService when ``methods`` is absent)
   fails with that status code;
 * ``userServiceLatency``: ``{"methods": [...], "ratio": 0.05, "delay_ms": 800}`` — that share of
-  calls waits that long before it is handled.
+  calls waits that long before it is handled;
+* ``userServiceFeedStall``: ``{"paused": true}`` — the outbox relay stops publishing (writes go on,
+  the events wait in the outbox; live subscribers see nothing until the flag is off, then all of it
+  in order);
+* ``userServiceNotReady``: ``{"serving": false}`` — the replica reports NOT_SERVING on health, as a
+  draining one does: health-checked clients move their calls to the other replicas.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,9 @@ from openfeature.event import EventDetails, ProviderEvent
 
 ERRORS_FLAG = "userServiceErrors"
 LATENCY_FLAG = "userServiceLatency"
+FEED_STALL_FLAG = "userServiceFeedStall"
+NOT_READY_FLAG = "userServiceNotReady"
+FLAGS = (ERRORS_FLAG, LATENCY_FLAG, FEED_STALL_FLAG, NOT_READY_FLAG)
 PROVIDER_NAME = "flagd"
 log = logging.getLogger(__name__)
 
@@ -76,6 +84,8 @@ class LatencyFault(Fault):
 class ActiveFaults:
     errors: ErrorFault | None = None
     latency: LatencyFault | None = None
+    feed_stall: Fault | None = None
+    not_ready: Fault | None = None
     flags: tuple[FlagState, ...] = field(default=())  # every flag as evaluated, off ones included
 
 
@@ -89,6 +99,7 @@ class FaultFlags:
 
     def __init__(self, path: Path, replica: str) -> None:
         self.current = NO_FAULTS
+        self._listeners: list[Callable[[ActiveFaults], None]] = []
         self._context = EvaluationContext(targeting_key=replica, attributes={"replica": replica})
         self._domain = f"user-service/{replica}/{id(self)}"  # OpenFeature's API is process-wide
         self._provider = FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(path))
@@ -99,21 +110,34 @@ class FaultFlags:
         self._refresh()
 
     def close(self) -> None:
+        self._listeners.clear()
         self._provider.shutdown()
+
+    def subscribe(self, listener: Callable[[ActiveFaults], None]) -> None:
+        """Calls ``listener`` with the snapshot now and after every change — on the provider's
+        thread: a listener touching the event loop hands over with ``call_soon_threadsafe``."""
+        self._listeners.append(listener)
+        listener(self.current)
 
     def _refresh(self, _details: EventDetails | None = None) -> None:
         """Evaluates every fault flag for this replica and swaps the snapshot in one assignment
         (the provider calls this on its own thread; calls read ``current`` on theirs)."""
-        errors, latency = self._evaluate(ERRORS_FLAG), self._evaluate(LATENCY_FLAG)
-        error_fault, latency_fault = fault_of(*errors), fault_of(*latency)
+        evaluated = {key: self._evaluate(key) for key in FLAGS}
+        found = {key: fault_of(*evaluated[key]) for key in FLAGS}
+        errors, latency = found[ERRORS_FLAG], found[LATENCY_FLAG]
         snapshot = ActiveFaults(
-            errors=error_fault if isinstance(error_fault, ErrorFault) else None,
-            latency=latency_fault if isinstance(latency_fault, LatencyFault) else None,
-            flags=(errors[0], latency[0]),
+            errors=errors if isinstance(errors, ErrorFault) else None,
+            latency=latency if isinstance(latency, LatencyFault) else None,
+            feed_stall=found[FEED_STALL_FLAG],
+            not_ready=found[NOT_READY_FLAG],
+            flags=tuple(state for state, _ in evaluated.values()),
         )
-        if snapshot != self.current:
-            log.warning("fault flags now: %s", ", ".join(f"{s.key}={s.variant}" for s in snapshot.flags))
+        if snapshot == self.current:
+            return
+        log.warning("fault flags now: %s", ", ".join(f"{s.key}={s.variant}" for s in snapshot.flags))
         self.current = snapshot
+        for listener in self._listeners:
+            listener(snapshot)
 
     def _evaluate(self, key: str) -> tuple[FlagState, Mapping[str, Any]]:
         details = self._client.get_object_details(key, {}, self._context)
@@ -132,6 +156,8 @@ def fault_of(flag: FlagState, value: Mapping[str, Any]) -> Fault | None:
         return _error_fault(flag, value)
     if flag.key == LATENCY_FLAG:
         return _latency_fault(flag, value)
+    if flag.key in (FEED_STALL_FLAG, NOT_READY_FLAG):
+        return Fault(flag, frozenset(), 1.0)  # the whole replica, while on
     return None
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,9 +35,10 @@ from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
 from user_service.domain.ports import UserStore
+from user_service.domain.relay import OutboxRelay
 from user_service.domain.retention import OutboxRetention
 from user_service.domain.users import UserDirectory
-from user_service.faults import FaultFlags
+from user_service.faults import ActiveFaults, FaultFlags
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
 from user_service.listening import PortInUseError
@@ -49,6 +52,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "user-service"
 SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -104,9 +108,9 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         directory = UserDirectory(store, relay)
         resources.push_async_callback(directory.drain)
 
+        flags = FaultFlags(settings.flags_file, settings.replica) if settings.flags_file else None
         faults = None
-        if settings.flags_file is not None:
-            flags = FaultFlags(settings.flags_file, settings.replica)
+        if flags is not None:
             resources.callback(flags.close)
             faults = FaultInjectionInterceptor(flags, instrumentation.fault_observer(flags))
 
@@ -144,6 +148,8 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         await server.start()
         for service in ("", USER_SERVICE.full_name):
             await health_servicer.set(service, SERVING)
+        if flags is not None:
+            flags.subscribe(_replica_faults(relay, health_servicer))
         return RunningServer(
             server,
             port,
@@ -155,6 +161,33 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
             telemetry,
             resources.pop_all(),
         )
+
+
+def _replica_faults(
+    relay: OutboxRelay, health_servicer: health.aio.HealthServicer
+) -> Callable[[ActiveFaults], None]:
+    """What the whole-replica faults do, applied on the event loop whenever the flags change:
+    the outbox relay paused or resumed; health NOT_SERVING or SERVING again (a draining server's
+    NOT_SERVING is final: the health servicer ignores changes once its shutdown began)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+
+    def apply(faults: ActiveFaults) -> None:
+        if faults.feed_stall is not None:
+            relay.pause()
+        else:
+            relay.resume()
+        status = NOT_SERVING if faults.not_ready is not None else SERVING
+        for service in ("", USER_SERVICE.full_name):
+            task = loop.create_task(health_servicer.set(service, status))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+
+    def on_change(faults: ActiveFaults) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
+            loop.call_soon_threadsafe(apply, faults)
+
+    return on_change
 
 
 async def _open_store(settings: ServerSettings) -> UserStore:

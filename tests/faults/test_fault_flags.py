@@ -5,8 +5,10 @@ picked up without a restart, and with every flag off nothing is injected."""
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.otlp_receiver import OtlpReceiver
@@ -23,11 +26,14 @@ from scripts.stack.observe import eventually
 from scripts.stack.plan import REPO
 from scripts.stack.probes import login
 from user_service.api.methods import RPC_TABLE, USER_SERVICE
-from user_service.client import Metadata, bearer
+from user_service.client import Metadata, bearer, open_channel
+from user_service.config import ClientSettings
 from user_service.faults import FlagState, fault_of
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 CALLS = 400
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
@@ -245,3 +251,89 @@ def test_every_variant_in_the_repository_file_is_a_valid_fault() -> None:
             fault = fault_of(FlagState(key, variant), value)
             assert (fault is None) == (variant == "off"), f"{key}={variant}: {value}"
             assert fault is None or fault.methods <= methods, f"{key}={variant}: unknown methods"
+
+
+def test_a_feed_stall_holds_live_events_and_delivers_them_all_in_order_when_off(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """relayPaused: a write goes on succeeding, but a live subscriber does not see it and the
+    relay's published position stays flat; turned off, the subscriber gets it — nothing lost."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    received: list[int] = []
+    with grpc.insecure_channel(server.target) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        stream = users.SubscribeUsers(user_pb2.SubscribeUsersRequest(), metadata=metadata, timeout=60)
+
+        def follow() -> None:
+            with contextlib.suppress(grpc.RpcError):  # cancelled at the end of the test
+                received.extend(event.event_id for event in stream)
+
+        follower = threading.Thread(target=follow, daemon=True)
+        follower.start()
+
+        def create(name: str) -> None:
+            user = user_pb2.User(name=name, email=f"{name}@example.com")
+            users.CreateUser(user_pb2.CreateUserRequest(user=user), metadata=metadata, timeout=10)
+
+        create("first")
+        assert eventually(lambda: received == [1], timeout=10), received
+        switch(flags_file, "userServiceFeedStall", "relayPaused")
+        wait_in_effect(server, "userServiceFeedStall", "relayPaused")
+        create("second")
+        create("third")
+        time.sleep(1.5)  # six relay polls
+        assert received == [1], "a paused relay published"
+        assert server.metric("user_service_feed_published_event_id") == 1
+        switch(flags_file, "userServiceFeedStall", None)
+        assert eventually(lambda: received == [1, 2, 3], timeout=10), received
+        stream.cancel()
+        follower.join(timeout=10)
+
+
+def test_a_replica_not_ready_reports_not_serving_and_still_answers(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """notServing: health turns NOT_SERVING (health-checked clients leave the replica, as for a
+    draining one), calls that still arrive are served; off, it is SERVING again."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    switch(flags_file, "userServiceNotReady", "notServing", replica="a")
+    assert eventually(lambda: server.health(USER_SERVICE.full_name) == NOT_SERVING, timeout=10)
+    assert server.health() == NOT_SERVING
+    assert set(codes(server, metadata, "ListUsers", 20)) == {grpc.StatusCode.OK}
+    switch(flags_file, "userServiceNotReady", None)
+    assert eventually(lambda: server.health(USER_SERVICE.full_name) == SERVING, timeout=10)
+    assert server.health() == SERVING
+
+
+def test_round_robin_clients_leave_a_replica_that_is_not_ready_and_no_call_fails(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """The story of notServing: a client balancing over both replicas (as the load generator and
+    the CLI do) stops sending calls to the one that turned NOT_SERVING, and none fails."""
+    a, b = start("a"), start("b")
+    metadata = admin(a, credentials)
+    with open_channel(ClientSettings(target=f"ipv4:{a.target},{b.target}")) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        page = user_pb2.ListUsersRequest(page_size=1)
+        for _ in range(200):  # until both replicas took calls: their health checks passed
+            if a.started("ListUsers") and b.started("ListUsers"):
+                break
+            users.ListUsers(page, metadata=metadata, timeout=10)
+        assert b.started("ListUsers"), "round robin never reached b"
+        switch(flags_file, "userServiceNotReady", "notServing", replica="b")
+        assert eventually(lambda: b.health(USER_SERVICE.full_name) == NOT_SERVING, timeout=10)
+
+        def drained() -> bool:
+            """Whether a batch of calls left b alone (the client's health watch heard it)."""
+            before = b.started("ListUsers")
+            for _ in range(10):
+                users.ListUsers(page, metadata=metadata, timeout=10)
+            return b.started("ListUsers") == before
+
+        assert eventually(drained, timeout=10), "the client kept calling the replica that is not ready"
+        before = b.started("ListUsers")
+        for _ in range(60):
+            users.ListUsers(page, metadata=metadata, timeout=10)  # raises on any failure
+        assert b.started("ListUsers") == before, "calls still went to the replica that is not ready"

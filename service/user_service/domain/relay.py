@@ -13,7 +13,8 @@ What wakes the relay: a write in this process (``committed``), the store's notif
 another process's commit where it has one (PostgreSQL LISTEN/NOTIFY), and, as the safety net
 for lost notifications and stores without them (SQLite), a poll every ``poll_interval``.
 A store that is unreachable just delays the relay: it retries, and resumes after the last
-event it published, so nothing is lost when the database comes back.
+event it published, so nothing is lost when the database comes back. ``pause`` holds the relay
+the same way (a fault on purpose, ``user_service.faults``): the events wait in the outbox.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class OutboxRelay(BackgroundTask):
         self._retry_delay = retry_delay
         self._wake = asyncio.Event()
         self._last = 0
+        self._paused = False
 
     @property
     def last_published(self) -> int:
@@ -67,12 +69,23 @@ class OutboxRelay(BackgroundTask):
     def nudge(self) -> None:
         self._wake.set()
 
+    def pause(self) -> None:
+        """Stops publishing until ``resume``; commits go on and wait in the outbox."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """Publishes, in order, what was committed meanwhile, and goes on."""
+        self._paused = False
+        self.nudge()
+
     async def _run(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._poll_interval):
                     await self._wake.wait()
             self._wake.clear()
+            if self._paused:
+                continue
             try:
                 await self.catch_up()
             except StoreUnavailableError as error:
