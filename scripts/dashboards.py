@@ -366,6 +366,19 @@ STREAMING = Board(
                     quantiles("user_service_event_delivery_lag_seconds", "", "", "delivery"),
                     unit="s",
                 ),
+                Panel(
+                    "Events published per second by replica",
+                    "Is every replica's change feed moving? Each replica's relay publishes every "
+                    "committed event; one at zero while the others publish has stalled "
+                    "(UserServiceFeedStalled) and its subscribers see nothing new.",
+                    (
+                        Query(
+                            f"sum by (instance) (rate(user_service_events_published_total{RATE}))",
+                            "{{instance}}",
+                        ),
+                    ),
+                    unit="short",
+                ),
             ),
         ),
     ),

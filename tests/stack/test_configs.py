@@ -82,14 +82,65 @@ def test_alert_unit_tests_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_alert_has_a_firing_and_a_silent_test() -> None:
-    alerts = {
-        rule["alert"]
-        for path in (REPO / "prometheus/rules").glob("*.yml")
+def alert_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in sorted((REPO / "prometheus/rules").glob("*.yml"))
         for group in yaml.safe_load(path.read_text())["groups"]
         for rule in group["rules"]
         if "alert" in rule
+    ]
+
+
+RUNBOOK_SECTIONS = (
+    "## What it means",
+    "## Where to look",
+    "## From the exemplar to the trace",
+    "## Likely causes",
+    "## Confirm",
+    "## Stop it",
+)
+# Alerts a fault on purpose (flags/demo.flagd.json) can set off: their runbooks name the flag.
+FAULT_FLAGS_BEHIND = {
+    "UserServiceErrorBudgetBurn": "userServiceErrors",
+    "UserServiceErrorBudgetBurnSlow": "userServiceErrors",
+    "UserServiceLatencyBudgetBurn": "userServiceLatency",
+    "UserServiceLatencyBudgetBurnSlow": "userServiceLatency",
+    "UserServiceSubscribersCutOff": "userServiceFeedStall",
+    "UserServiceFeedStalled": "userServiceFeedStall",
+}
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda rule: str(rule["alert"]))
+def test_every_alert_says_what_happened_and_links_its_runbook(rule: dict[str, Any]) -> None:
+    """summary and description for the notification, and a runbook in docs/runbooks with every
+    step an operator takes: what it means, the panel, exemplar to trace, causes, confirm, stop."""
+    annotations = rule["annotations"]
+    assert annotations["summary"]
+    assert annotations["description"]
+    runbook = REPO / annotations["runbook_url"]
+    assert runbook == REPO / "docs/runbooks" / f"{rule['alert']}.md"
+    text = runbook.read_text()
+    assert text.startswith(f"# {rule['alert']}\n")
+    for section in RUNBOOK_SECTIONS:
+        assert section in text, f"{runbook.name} lacks {section!r}"
+    flag = FAULT_FLAGS_BEHIND.get(rule["alert"])
+    assert flag is None or flag in text, f"{runbook.name} does not name the fault flag {flag}"
+
+
+def test_runbooks_name_only_panels_that_exist() -> None:
+    """Every panel a runbook sends the operator to (in bold) is a panel of the dashboards."""
+    panels = {
+        m.group(1) for m in re.finditer(r"^\| ([^|]+?) \|", (REPO / "grafana/PANELS.md").read_text(), re.M)
     }
+    for runbook in sorted((REPO / "docs/runbooks").glob("*.md")):
+        named = {" ".join(bold.split()) for bold in re.findall(r"\*\*([^*]+)\*\*", runbook.read_text())}
+        missing = named - {"Severity:", "Fires when"} - panels
+        assert not missing, f"{runbook.name} names panels that do not exist: {missing}"
+
+
+def test_every_alert_has_a_firing_and_a_silent_test() -> None:
+    alerts = {rule["alert"] for rule in alert_rules()}
     cases = [
         case
         for test in yaml.safe_load((REPO / "prometheus/tests/alerts.test.yml").read_text())["tests"]
