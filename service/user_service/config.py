@@ -9,7 +9,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, FilePath, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from user_service.domain.pagination import PageLimits
@@ -58,7 +58,7 @@ class ServerSettings(BaseSettings):
     max_batch_size: Annotated[int, Field(ge=1)] = Field(
         1000, description="Users in one BatchCreateUsers stream."
     )
-    flags_file: Path | None = Field(
+    flags_file: FilePath | None = Field(
         None,
         description="Fault flags in flagd's format (flags/demo.flagd.json): faults on purpose, picked up"
         " within a second of an edit; none when unset.",

@@ -143,7 +143,7 @@ class FaultFlags:
         details = self._client.get_object_details(key, {}, self._context)
         value = details.value if isinstance(details.value, Mapping) else {}
         if details.error_code is not None:
-            log.warning("fault flag %s not evaluated (%s): off", key, details.error_message)
+            log.warning("fault flag %s not evaluated (%s): off", key, details.error_code)
             value = {}
         return FlagState(key, details.variant or "off"), value
 

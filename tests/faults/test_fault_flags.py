@@ -6,8 +6,10 @@ picked up without a restart, and with every flag off nothing is injected."""
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,7 +22,7 @@ from grpc_health.v1 import health_pb2
 
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.otlp_receiver import OtlpReceiver
-from devkit.processes import ServerProcess
+from devkit.processes import CLI, ServerProcess
 from scripts import faults
 from scripts.stack.observe import eventually
 from scripts.stack.plan import REPO
@@ -337,3 +339,24 @@ def test_round_robin_clients_leave_a_replica_that_is_not_ready_and_no_call_fails
         for _ in range(60):
             users.ListUsers(page, metadata=metadata, timeout=10)  # raises on any failure
         assert b.started("ListUsers") == before, "calls still went to the replica that is not ready"
+
+
+def test_a_flags_file_that_does_not_exist_stops_the_start_with_its_name(tmp_path: Path) -> None:
+    """A typo in USER_SERVICE_FLAGS_FILE is a configuration error, not a silent "no faults"."""
+    missing = tmp_path / "flags" / "demo.flagd.jsn"
+    started = subprocess.run(
+        [CLI, "serve", "--port", "0", "--metrics-port", "0", "--workers", "1"],
+        env={
+            **os.environ,
+            "USER_SERVICE_FLAGS_FILE": str(missing),
+            "USER_SERVICE_AUTH_ENABLED": "false",
+            "USER_SERVICE_DATABASE_URL": f"sqlite:///{tmp_path / 'users.db'}",
+            "OTEL_SDK_DISABLED": "true",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert started.returncode != 0
+    assert "flags_file" in started.stderr
