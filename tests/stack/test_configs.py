@@ -50,17 +50,11 @@ def test_the_native_build_really_leaves_the_other_discoveries_out(tmp_path: Path
     difference between the builds, and prometheus.yml stays runnable by both."""
     config = tmp_path / "prometheus.yml"
     config.write_text("scrape_configs:\n  - job_name: k8s\n    kubernetes_sd_configs:\n      - role: pod\n")
-    result = subprocess.run(
-        [
-            require_tool("prometheus"),
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'data'}",
-            "--web.listen-address=127.0.0.1:0",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run(
+        require_tool("prometheus"),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp_path / 'data'}",
+        "--web.listen-address=127.0.0.1:0",
     )
     assert result.returncode != 0
     assert "field kubernetes_sd_configs not found" in result.stderr
