@@ -18,7 +18,7 @@ export UV_PYTHON_DOWNLOADS := never
 export PATH := $(TOOLS_DIR):$(PATH)
 export TOOLS_DIR
 
-.PHONY: help setup proto tools credentials certs run up down status demo dashboards faults fault fault-off load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load bench-memory lint fmt clean
+.PHONY: help setup proto tools credentials certs run up down status demo dashboards faults fault fault-off incident gameday load load-ui load-credentials test bench bench-fanout bench-workers bench-drivers bench-load bench-memory lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -96,6 +96,12 @@ fault: setup ## turn a fault on: make fault NAME=userServiceErrors VARIANT=getUs
 fault-off: setup ## turn a fault off (every fault without NAME)
 	$(BIN)/python -m scripts.faults off $(NAME)
 
+incident: setup ## a fault's story on the running stack, checked end to end: make incident NAME=errors (no NAME: every story)
+	$(BIN)/python -m scripts.incident $(or $(NAME),all)
+
+gameday: setup ## faults in an order SEED fixes, found by the alerts alone: make gameday SEED=7 [FAULTS=4]
+	$(BIN)/python -m scripts.gameday $(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS))
+
 # Load runs (Locust): any target; the standard LOCUST_* variables work too.
 TARGET     ?= localhost:50051
 USERS      ?= 20
@@ -124,8 +130,8 @@ load-ui: setup load-credentials ## the Locust web UI on http://127.0.0.1:8089 ag
 test: setup tools ## the whole test suite against real servers on loopback
 	$(BIN)/pytest
 
-bench: setup tools ## unary hot path: the service beside the grpc.aio/sync floors, bare and with telemetry (bench/results/unary.md)
-	$(BIN)/python -m bench.telemetry_overhead --write bench/results/unary.md
+bench: setup tools ## unary hot path: the service beside the grpc.aio/sync floors, bare and with telemetry (bench/results/unary.md); BASELINE=<git rev>: A/B against that revision
+	$(BIN)/python -m bench.telemetry_overhead --write bench/results/unary.md $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-fanout: setup ## SubscribeUsers fan-out: 1,000 subscribers, 200 writes/s — delivery latency, cut-offs, server RSS
 	$(BIN)/python -m bench.fanout

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -239,7 +240,39 @@ def main() -> int:
         help="subset (the aio floor and the bare service always run)",
     )
     parser.add_argument("--write", type=Path, help="also write the table as Markdown to this file")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the production defaults of the service at this git revision (an A/B in one run)",
+    )
     args = parser.parse_args()
+    with contextlib.ExitStack() as cleanup:
+        if args.baseline:
+            SUBJECTS[f"production defaults @ {args.baseline}"] = cleanup.enter_context(
+                _baseline(args.baseline)
+            )
+            args.subjects.append(f"production defaults @ {args.baseline}")
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _baseline(revision: str) -> Iterator[Subject]:
+    """The service's production defaults as they were at ``revision``: its sources checked out
+    into a temporary worktree (with this tree's generated code, which git does not hold), ahead
+    of the installed package on the server's PYTHONPATH."""
+    with tempfile.TemporaryDirectory(prefix="user-service-baseline-") as scratch:
+        tree = Path(scratch) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=REPO, check=True)
+        try:
+            shutil.copytree(
+                REPO / "service/user_service/gen", tree / "service/user_service/gen", dirs_exist_ok=True
+            )
+            yield Subject(env={"PYTHONPATH": str(tree / "service")})
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=REPO, check=True)
+
+
+def _run(args: argparse.Namespace) -> int:
     ghz = shutil.which("ghz") or str(Path(os.environ.get("TOOLS_DIR", "")) / "ghz")
     names = list(dict.fromkeys([FLOOR, "service, bare", *args.subjects]))
     port = free_port()

@@ -33,6 +33,7 @@ class ReceivedSpan:
     attributes: dict[str, Any]
     status_code: int
     resource: dict[str, Any] = field(repr=False)
+    duration_seconds: float = 0.0
 
 
 def _value(value: AnyValue) -> Any:
@@ -63,6 +64,7 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             status_code=span.status.code,
                             resource=resource,
+                            duration_seconds=(span.end_time_unix_nano - span.start_time_unix_nano) / 1e9,
                         )
                     )
         self._receiver.add(received)

@@ -126,11 +126,20 @@ class ServerProcess:
         match = re.search(rf"^{re.escape(sample)} (\S+)$", self._scrape(), re.MULTILINE)
         return float(match.group(1)) if match else 0.0
 
+    def sample(self, name: str, **labels: str) -> float:
+        """The sum of the series of ``name`` that carry every one of ``labels`` (0 if none)."""
+        total = 0.0
+        for found, value in re.findall(
+            rf"^{re.escape(name)}{{([^}}]*)}} (\S+)$", self._scrape(), re.MULTILINE
+        ):
+            if all(f'{key}="{wanted}"' in found.split(",") for key, wanted in labels.items()):
+                total += float(value)
+        return total
+
     def started(self, method: str) -> float:
         """How many calls of ``method`` (e.g. ``LookupUsers``) the server has started
         handling: proof that a call reached it, whatever the client saw."""
-        pattern = rf'^grpc_server_started_total{{[^}}]*grpc_method="{method}"[^}}]*}} (\S+)$'
-        return sum(float(value) for value in re.findall(pattern, self._scrape(), re.MULTILINE))
+        return self.sample("grpc_server_started_total", grpc_method=method)
 
     def _scrape(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:

@@ -131,8 +131,9 @@ class Connection:
         tracing = LoadTracing.from_environment()
         unary = tracing.instrument(open_channel(client))
         # Held subscriptions are not traced from here: a minute-long stream is no request,
-        # and the instrumentation's stream wrapper could not be cancelled.
-        streams = open_channel(client, dedicated=True)
+        # and the instrumentation's stream wrapper could not be cancelled. A fixed window: a
+        # subscriber that reads slowly is cut off by the server, as a real slow consumer is.
+        streams = open_channel(client, dedicated=True, fixed_window=True)
         tokens = TokenKeeper(
             auth_pb2_grpc.AuthServiceStub(unary),
             load.credentials(),

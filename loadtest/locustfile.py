@@ -9,6 +9,9 @@ runs flat out measures its own queueing, not the service. Readers ask for users 
 exist (``loadtest.seed`` makes them); writers update and delete only what they created.
 ``Subscriber`` (``LOAD_SUBSCRIBERS`` per worker process) holds one live subscription and
 reports, per event, the time from its commit to its receipt.
+
+With ``LOAD_FLAGS_FILE``, the load follows the load generator's fault flags (``loadtest.flags``):
+slow consumers among the subscribers, a traffic spike of the users.
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ import gevent
 import grpc
 from locust import constant, constant_throughput, events, task
 from locust.env import Environment
+from locust.runners import STATE_RUNNING, WorkerRunner
 
 from loadtest import metrics
+from loadtest.flags import NO_LOAD_FAULTS, LoadFaults, LoadFlags, TrafficSpike
 from loadtest.grpc_user import GrpcStatusError, GrpcUser
 from loadtest.settings import LoadSettings
 from user_service.gen.user.v1 import user_pb2
@@ -32,9 +37,42 @@ SETTINGS = LoadSettings()
 STREAM_SECONDS = 60.0  # a held subscription's deadline; it is resumed where it stopped
 
 
+class _Process:
+    """What this process opens at ``init`` (after Locust's fork of ``--processes``)."""
+
+    flags: LoadFlags | None = None
+
+    @classmethod
+    def load_faults(cls) -> LoadFaults:
+        return cls.flags.current if cls.flags is not None else NO_LOAD_FAULTS
+
+
 @events.init.add_listener  # type: ignore[untyped-decorator]
-def _record_metrics(environment: Environment, **_: Any) -> None:
-    metrics.attach(environment)
+def _on_init(environment: Environment, **_: Any) -> None:
+    """The load flags (when LOAD_FLAGS_FILE names a file), this process's metrics; the process
+    that decides the user count (the master, or the only one) follows the traffic spike flag."""
+    if SETTINGS.flags_file is not None:
+        _Process.flags = LoadFlags(SETTINGS.flags_file)
+    metrics.attach(environment, _Process.flags)
+    if _Process.flags is not None and not isinstance(environment.runner, WorkerRunner):
+        gevent.spawn(_traffic_spikes, environment, _Process.flags)
+
+
+def _traffic_spikes(environment: Environment, flags: LoadFlags) -> None:
+    """Every second: while a spike is on, the users the run had before it times its multiplier;
+    when it goes off, the users it had before."""
+    applied: TrafficSpike | None = None
+    before = 0
+    while True:
+        gevent.sleep(1)
+        runner, wanted = environment.runner, flags.current.traffic_spike
+        if runner is None or runner.state != STATE_RUNNING or wanted == applied:
+            continue
+        if applied is None:
+            before = runner.target_user_count
+        users = round(before * wanted.multiplier) if wanted is not None else before
+        runner.start(users, spawn_rate=float(max(users, 1)))
+        applied = wanted
 
 
 def _new_user() -> user_pb2.CreateUserRequest:
@@ -174,8 +212,15 @@ class Subscriber(GrpcUser):
             request, metadata=self.connection.tokens.metadata(), timeout=STREAM_SECONDS
         )
         fire = self._fire  # per event: the generator's streaming hot path
+        slow_one: bool | None = None  # drawn once per stream, when slow consumers are on
         try:
             for event in stream:
+                slow = _Process.load_faults().slow_consumers
+                if slow is not None:  # a slow consumer takes this long over each event
+                    if slow_one is None:
+                        slow_one = slow.is_slow()
+                    if slow_one:
+                        gevent.sleep(slow.delay_seconds)
                 now = time.time()
                 if received == 0:
                     self.report(

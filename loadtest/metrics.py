@@ -9,6 +9,8 @@ traces) to the Collector, which serves them to Prometheus under the load generat
   name: the RPC, or a step such as "SubscribeUsers delivery") and ``error_type`` (the status
   code's name; absent on success): the client's view, to set beside the server's.
 * ``loadgen_users`` — users this process runs (summed over Locust's worker processes).
+* ``loadgen_fault_flag`` — per ``flag`` and ``variant``, 1 for the variant of each load
+  generator fault flag in effect (``loadtest.flags``), 0 for those that were before.
 
 Exported every 5 s (``OTEL_METRIC_EXPORT_INTERVAL``), so the load-run dashboard keeps up with a
 run; ``OTEL_SDK_DISABLED=true`` or ``OTEL_METRICS_EXPORTER=none`` records nothing.
@@ -30,6 +32,7 @@ from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 
+from loadtest.flags import LoadFlags
 from loadtest.grpc_user import GrpcStatusError
 from loadtest.tracing import SERVICE_NAME, SYNTHETIC
 from user_service.telemetry.tracing import build_resource
@@ -38,7 +41,7 @@ from user_service.telemetry.tracing import build_resource
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
 
-def attach(environment: Environment) -> None:
+def attach(environment: Environment, flags: LoadFlags | None = None) -> None:
     """Records this process's requests and users, unless it is the master of worker processes
     (their requests are fired in the workers; its user count is their sum)."""
     if isinstance(environment.runner, MasterRunner) or not _enabled():
@@ -82,6 +85,20 @@ def attach(environment: Environment) -> None:
         return [Observation(runner.user_count if runner is not None else 0)]
 
     meter.create_observable_gauge("loadgen.users", [users], unit="{user}", description="Users running.")
+    if flags is not None:
+        seen: set[tuple[str, str]] = set()
+
+        def flags_in_effect(_: CallbackOptions) -> Iterable[Observation]:
+            """1 for the variant in effect; 0 for every variant seen before — so that the
+            Collector, which keeps a series it no longer hears about for minutes, holds a 0 for
+            a fault that went off rather than its last 1."""
+            now = {(f.key, f.variant) for f in flags.current.flags}
+            seen.update(now)
+            return [Observation(int(pair in now), {"flag": pair[0], "variant": pair[1]}) for pair in seen]
+
+        meter.create_observable_gauge(
+            "loadgen.fault_flag", [flags_in_effect], unit="{flag}", description="Load fault flags in effect."
+        )
     environment.events.request.add_listener(on_request)  # type: ignore[no-untyped-call]
 
 

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRETS = Path(".dev/credentials/client-secrets.json")
@@ -45,6 +45,11 @@ class LoadSettings(BaseSettings):
     )
     lookup_size: Annotated[int, Field(ge=1)] = Field(5, description="Ids per LookupUsers stream.")
     walk_pages: Annotated[int, Field(ge=1)] = Field(5, description="ListUsers pages per pagination walk.")
+    flags_file: FilePath | None = Field(
+        None,
+        description="The flag file whose load generator flags to follow (slow consumers, traffic"
+        " spike; loadtest/flags.py): the stack's flags/demo.flagd.json. None: no load faults.",
+    )
     renew_before_seconds: Annotated[float, Field(ge=0)] = Field(
         60.0, description="Log in again this long before the access token expires."
     )

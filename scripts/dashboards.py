@@ -88,12 +88,50 @@ class Panel:
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """Events drawn across every panel, from a Prometheus query: one mark while it has a series."""
+
+    name: str
+    expr: str
+    title: str  # Grafana's titleFormat: {{label}} placeholders
+    tags: str  # the labels shown as the event's tags, comma separated
+    color: str
+
+    def build(self) -> dashboard.AnnotationQuery:
+        return (
+            dashboard.AnnotationQuery()
+            .name(self.name)
+            .datasource(PROMETHEUS)
+            .expr(self.expr)
+            .enable(True)
+            .icon_color(self.color)
+        )
+
+    def options(self) -> dict[str, str]:
+        """The Prometheus annotation options the SDK's model lacks (grafonnet sets the same)."""
+        return {"titleFormat": self.title, "tagKeys": self.tags, "step": "15s"}
+
+
+# Which fault flags are on (user_service_fault_flag per replica, loadgen_fault_flag per load
+# generator process): "userServiceLatency on at 12:03".
+FAULTS_ON = Annotation(
+    "Fault flags on",
+    "max by (flag, variant, instance)"
+    ' (user_service_fault_flag{variant!="off"} == 1 or loadgen_fault_flag{variant!="off"} == 1)',
+    "fault {{flag}} = {{variant}}",
+    "flag,variant,instance",
+    "red",
+)
+
+
+@dataclass(frozen=True)
 class Board:
     uid: str
     title: str
     description: str
     rows: tuple[tuple[str, tuple[Panel, ...]], ...]
     method_variables: bool = False
+    annotations: tuple[Annotation, ...] = ()
 
     def build(self) -> dashboard.Dashboard:
         builder = (
@@ -120,6 +158,8 @@ class Board:
                     .all_value(".*")
                     .current(VariableOption(selected=True, text="All", value="$__all"))
                 )
+        for annotation in self.annotations:
+            builder.annotation(annotation.build())
         for title, panels in self.rows:
             builder.with_row(dashboard.Row(title))
             for panel in panels:
@@ -149,6 +189,7 @@ RED = Board(
     description="Rate, errors and duration of every RPC the service handles, per method and RPC type "
     "(go-grpc-middleware metric names, as community gRPC dashboards use them).",
     method_variables=True,
+    annotations=(FAULTS_ON,),
     rows=(
         (
             "Rate",
@@ -270,6 +311,76 @@ RED = Board(
                 ),
             ),
         ),
+        (
+            "Resources",
+            (
+                Panel(
+                    "Store latency by operation",
+                    "How long do the store's statements take (median, p95, p99 per operation)? Each dot "
+                    "on p99 is an exemplar: a sampled call whose trace shows the slow statement.",
+                    quantiles(
+                        "db_client_operation_duration_seconds",
+                        'job="user-service"',
+                        "db_operation_name, ",
+                        "{{db_operation_name}}",
+                        exemplars=True,
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "Store connection wait",
+                    "How long do statements wait for a connection (p99 per replica), and which share "
+                    "waits over 25 ms? Waiting means the pool is too small or connections are held too "
+                    "long.",
+                    (
+                        Query(
+                            "histogram_quantile(0.99, sum by (instance, le) "
+                            f'(rate(db_client_connection_wait_time_seconds_bucket{{job="user-service"}}{RATE})))',
+                            "{{instance}} p99",
+                        ),
+                        Query(
+                            "1 - sum by (instance) (rate(db_client_connection_wait_time_seconds_bucket"
+                            f'{{job="user-service", le="0.025"}}{RATE})) / sum by (instance) '
+                            f'(rate(db_client_connection_wait_time_seconds_count{{job="user-service"}}{RATE}))',
+                            "{{instance}} share over 25 ms",
+                        ),
+                    ),
+                    unit="s",
+                ),
+                Panel(
+                    "CPU per replica",
+                    "How much of its one core does each replica use? A replica's event loop runs on one "
+                    "core: near 100 % it cannot take more, and calls queue.",
+                    (
+                        Query(
+                            sum_by("instance", rate("process_cpu_seconds_total", 'job="user-service"')),
+                            "{{instance}}",
+                        ),
+                    ),
+                    unit="percentunit",
+                ),
+                Panel(
+                    "Memory per replica",
+                    "How much memory does each replica hold (resident set)? Steady under steady load; a "
+                    "line that keeps climbing is a leak.",
+                    (
+                        Query(
+                            sum_by("instance", 'process_resident_memory_bytes{job="user-service"}'),
+                            "{{instance}}",
+                        ),
+                    ),
+                    unit="bytes",
+                ),
+                Panel(
+                    "Fault flags by variant",
+                    "Which variant of each fault flag are the replicas running (how many replicas each)? "
+                    "Anything but off is a fault on purpose (`make faults`); the red marks on every panel "
+                    "show when one was on.",
+                    (Query("count by (flag, variant) (user_service_fault_flag)", "{{flag}} = {{variant}}"),),
+                    width=24,
+                ),
+            ),
+        ),
     ),
 )
 
@@ -278,6 +389,7 @@ STREAMING = Board(
     title="user-service · streaming",
     description="The change feed and the streams that carry it: subscribers, messages, delivery lag, "
     "cut-offs.",
+    annotations=(FAULTS_ON,),
     rows=(
         (
             "Subscribers",
@@ -595,7 +707,10 @@ BOARDS = (RED, STREAMING, LOAD, PIPELINE)
 
 
 def render(board: Board) -> str:
-    return json.dumps(board.build().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
+    document = json.loads(json.dumps(board.build().build(), cls=JSONEncoder))
+    for entry in document.get("annotations", {}).get("list", []):
+        entry.update(next(a.options() for a in board.annotations if a.name == entry["name"]))
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
 
 def panels_doc() -> str:

@@ -83,7 +83,8 @@ def main() -> int:
         _print_memory(started.native)
     print(
         "\nThe stack is still running: `make status` shows it, `make load` drives it again,"
-        " `make down` stops it."
+        " `make incident NAME=errors` breaks it on purpose and follows the alert to the trace"
+        " (`make incident` alone: every story), `make down` stops it."
     )
     return result
 

@@ -4,9 +4,10 @@
     python -m scripts.faults on NAME VARIANT [--replica R]   # R: only that replica (flagd targeting)
     python -m scripts.faults off [NAME]                      # every flag when no NAME
 
-Edits the flag file (``USER_SERVICE_FLAGS_FILE``, by default ``flags/demo.flagd.json``, the one the
-stack's replicas read) atomically — a new file renamed over the old one — so a replica never
-reads half a file; they pick the change up within a second (``user_service.faults``).
+Edits the flag file (``USER_SERVICE_FLAGS_FILE``, by default the one the running stack's replicas
+read: ``flags/demo.flagd.json`` unless the stack was started with another) atomically — a new file
+renamed over the old one — so a replica never reads half a file; they pick the change up within a
+second (``user_service.faults``).
 """
 
 from __future__ import annotations
@@ -16,22 +17,45 @@ import json
 import os
 import sys
 import tempfile
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from scripts.stack.plan import REPO
+from scripts.stack.plan import StackPlan
 
-FLAGS_FILE = Path(os.environ.get("USER_SERVICE_FLAGS_FILE", REPO / "flags/demo.flagd.json"))
 OFF = "off"
 
 
-def read(path: Path = FLAGS_FILE) -> dict[str, Any]:
+class FlagError(ValueError):
+    """A flag or variant the file does not have."""
+
+
+_EDITING = threading.Lock()  # concurrent stories of one process edit one file in turn
+
+
+def flags_file() -> Path:
+    """USER_SERVICE_FLAGS_FILE, else the file the running stack's replicas read."""
+    configured = os.environ.get("USER_SERVICE_FLAGS_FILE")
+    return Path(configured) if configured else StackPlan.load().flags_file
+
+
+def read(path: Path) -> dict[str, Any]:
     document = json.loads(path.read_text())
     assert isinstance(document, dict)
     return document
 
 
-def write(document: dict[str, Any], path: Path = FLAGS_FILE) -> None:
+def edit(path: Path, change: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    """Reads the file, applies ``change``, writes it back atomically; returns the new document."""
+    with _EDITING:
+        document = read(path)
+        change(document)
+        write(document, path)
+        return document
+
+
+def write(document: dict[str, Any], path: Path) -> None:
     """Atomically: readers see the old file or the new one, never a part."""
     with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=".flags-", delete=False) as temporary:
         json.dump(document, temporary, indent=2)
@@ -43,7 +67,7 @@ def write(document: dict[str, Any], path: Path = FLAGS_FILE) -> None:
 def turn_on(document: dict[str, Any], name: str, variant: str, replica: str | None = None) -> None:
     flag = _flag(document, name)
     if variant not in flag["variants"]:
-        raise SystemExit(f"{name} has no variant {variant!r}; it has: {', '.join(flag['variants'])}")
+        raise FlagError(f"{name} has no variant {variant!r}; it has: {', '.join(flag['variants'])}")
     flag.pop("targeting", None)
     if replica is None:
         flag["defaultVariant"] = variant
@@ -73,7 +97,7 @@ def describe(document: dict[str, Any]) -> str:
 def _flag(document: dict[str, Any], name: str) -> dict[str, Any]:
     flags = document["flags"]
     if name not in flags:
-        raise SystemExit(f"no flag {name!r}; the flags are: {', '.join(flags)}")
+        raise FlagError(f"no flag {name!r}; the flags are: {', '.join(flags)}")
     flag = flags[name]
     assert isinstance(flag, dict)
     return flag
@@ -92,13 +116,17 @@ def main() -> int:
     off = commands.add_parser("off")
     off.add_argument("name", nargs="?")
     args = parser.parse_args()
-    document = read()
-    if args.command == "on":
-        turn_on(document, args.name, args.variant, args.replica)
-    elif args.command == "off":
-        turn_off(document, args.name)
-    if args.command != "list":
-        write(document)
+    path = flags_file()
+    try:
+        if args.command == "on":
+            document = edit(path, lambda d: turn_on(d, args.name, args.variant, args.replica))
+        elif args.command == "off":
+            document = edit(path, lambda d: turn_off(d, args.name))
+        else:
+            document = read(path)
+    except FlagError as error:
+        raise SystemExit(str(error)) from error
+    print(f"{path}:")
     print(describe(document), file=sys.stdout)
     return 0
 

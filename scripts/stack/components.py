@@ -77,19 +77,16 @@ def components(plan: StackPlan, service_env: dict[str, str]) -> list[Component]:
             url=f"http://{loopback}:{ports.prometheus} (HTTP API; this Go build has no web UI)",
         ),
         *(
-            _service(plan, index, grpc, metrics, service_env)
-            for index, (grpc, metrics) in enumerate(plan.replica_ports())
+            _service(plan, name, grpc, metrics, service_env)
+            for name, (grpc, metrics) in zip(plan.replicas_by_name(), plan.replica_ports(), strict=True)
         ),
     ]
 
 
-def _service(
-    plan: StackPlan, index: int, grpc_port: int, metrics_port: int, env: dict[str, str]
-) -> Component:
-    """Replica ``index`` of the service ("user-service", then "user-service-2", …). Replicas share
-    one SQLite file: the outbox relay of each delivers the others' writes to its subscribers."""
+def _service(plan: StackPlan, name: str, grpc_port: int, metrics_port: int, env: dict[str, str]) -> Component:
+    """The replica ``name`` of the service. Replicas share one SQLite file: the outbox relay of
+    each delivers the others' writes to its subscribers."""
     target = f"127.0.0.1:{grpc_port}"
-    name = "user-service" if index == 0 else f"user-service-{index + 1}"
     return Component(
         name,
         [
@@ -101,9 +98,9 @@ def _service(
         url=f"{target} (gRPC), http://127.0.0.1:{metrics_port}/metrics",
         env={
             "USER_SERVICE_DATABASE_URL": f"sqlite:///{plan.run_dir / 'data/users.db'}",
-            # Faults on purpose: every replica reads the repository's flag file (`make fault`),
-            # and is targeted by its component name.
-            "USER_SERVICE_FLAGS_FILE": str(REPO / "flags/demo.flagd.json"),
+            # Faults on purpose: every replica reads the plan's flag file (`make fault`; by
+            # default the repository's), and is targeted by its component name.
+            "USER_SERVICE_FLAGS_FILE": str(plan.flags_file),
             "USER_SERVICE_REPLICA": name,
             "OTEL_EXPORTER_OTLP_ENDPOINT": plan.otlp_endpoint,
             # Export every second (the SDK's default: 5 s) so a call is in Jaeger within

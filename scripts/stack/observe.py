@@ -9,7 +9,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import yaml
@@ -39,6 +39,15 @@ class Prometheus:
         """The loaded rule groups with each rule's health and state (/api/v1/rules)."""
         return dict(_get(f"{self.url}/api/v1/rules")["data"])
 
+    def alerts(self) -> list[dict[str, Any]]:
+        """Active alerts, pending or firing (/api/v1/alerts): ``labels``, ``state``, ``activeAt``."""
+        return list(_get(f"{self.url}/api/v1/alerts")["data"]["alerts"])
+
+    def targets(self, job: str) -> set[str]:
+        """The ``instance`` of every target of ``job`` Prometheus has discovered, scraped yet or not."""
+        active = _get(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
+        return {t["labels"]["instance"] for t in active if t["labels"].get("job") == job}
+
     def scalar(self, expr: str) -> float | None:
         samples = self.query(expr)
         return float(samples[0]["value"][1]) if samples else None
@@ -66,6 +75,7 @@ class Span:
     name: str
     kind: str
     duration_us: int
+    tags: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 # How many traces the in-memory store keeps (jaeger/config.yaml, the file both engines run).
@@ -106,7 +116,7 @@ def _spans(trace: dict[str, Any]) -> list[Span]:
     spans = []
     for span in trace["spans"]:
         parent = next((ref["spanID"] for ref in span["references"] if ref["refType"] == "CHILD_OF"), None)
-        kind = next((tag["value"] for tag in span["tags"] if tag["key"] == "span.kind"), "")
+        tags = {tag["key"]: tag["value"] for tag in span["tags"]}
         spans.append(
             Span(
                 trace_id=span["traceID"],
@@ -114,8 +124,9 @@ def _spans(trace: dict[str, Any]) -> list[Span]:
                 parent_id=parent,
                 service=processes[span["processID"]]["serviceName"],
                 name=span["operationName"],
-                kind=kind,
+                kind=tags.get("span.kind", ""),
                 duration_us=span["duration"],
+                tags=tags,
             )
         )
     return spans
@@ -158,9 +169,11 @@ def tree(spans: list[Span]) -> Iterator[tuple[int, Span]]:
     yield from walk(None, 0)
 
 
-def format_tree(spans: list[Span]) -> str:
+def format_tree(spans: list[Span], note: Callable[[Span], str] = lambda _: "") -> str:
+    """The trace as an indented tree, one span a line; ``note`` adds to a span's line."""
     return "\n".join(
         f"{'  ' * depth}{span.service:<22} {span.kind:<8} {span.name}  {span.duration_us / 1000:.1f} ms"
+        + note(span)
         for depth, span in tree(spans)
     )
 

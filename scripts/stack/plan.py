@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 # Where `make up` keeps the native stack; STACK_RUN_DIR puts another one elsewhere (the tests).
 DEFAULT_RUN_DIR = Path(os.environ.get("STACK_RUN_DIR", REPO / ".stack"))
 CREDENTIALS_DIR = REPO / ".dev" / "credentials"
+# The fault flags every replica reads (`make fault` edits it; compose mounts the same folder).
+FLAGS_FILE = REPO / "flags" / "demo.flagd.json"
 # How many service replicas a native stack may run (STACK_REPLICAS): replica i listens on the
 # gRPC and metrics ports of the plan plus i.
 REPLICA_PORT_SPAN = 10
@@ -56,6 +58,7 @@ class StackPlan:
     ports: StackPorts = field(default_factory=StackPorts)
     credentials_dir: Path = CREDENTIALS_DIR
     replicas: int = 1
+    flags_file: Path = FLAGS_FILE
 
     def __post_init__(self) -> None:
         if not 1 <= self.replicas <= REPLICA_PORT_SPAN:
@@ -64,6 +67,14 @@ class StackPlan:
     def replica_ports(self) -> list[tuple[int, int]]:
         """(gRPC, metrics) port of each service replica."""
         return [(self.ports.grpc + i, self.ports.metrics + i) for i in range(self.replicas)]
+
+    def replicas_by_name(self) -> dict[str, str]:
+        """Each replica's component name (what ``make fault REPLICA=`` aims at) and its metrics
+        address (Prometheus's ``instance`` label): "user-service", then "user-service-2", …"""
+        return {
+            "user-service" if i == 0 else f"user-service-{i + 1}": f"127.0.0.1:{metrics}"
+            for i, (_, metrics) in enumerate(self.replica_ports())
+        }
 
     @property
     def target(self) -> str:
@@ -100,6 +111,7 @@ class StackPlan:
                     "ports": asdict(self.ports),
                     "credentials_dir": str(self.credentials_dir),
                     "replicas": self.replicas,
+                    "flags_file": str(self.flags_file),
                 },
                 indent=2,
             )
@@ -113,7 +125,11 @@ class StackPlan:
             return cls(run_dir)
         data = json.loads(saved.read_text())
         return cls(
-            run_dir, StackPorts(**data["ports"]), Path(data["credentials_dir"]), data.get("replicas", 1)
+            run_dir,
+            StackPorts(**data["ports"]),
+            Path(data["credentials_dir"]),
+            data.get("replicas", 1),
+            Path(data.get("flags_file", FLAGS_FILE)),
         )
 
 

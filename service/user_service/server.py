@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
@@ -34,14 +32,14 @@ from user_service.auth.tokens import TokenKeys, TokenService
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
 from user_service.domain.feed import ChangeFeed
-from user_service.domain.ports import UserStore
-from user_service.domain.relay import OutboxRelay
+from user_service.domain.ports import StoreHooks, UserStore
 from user_service.domain.retention import OutboxRetention
 from user_service.domain.users import UserDirectory
-from user_service.faults import ActiveFaults, FaultFlags
+from user_service.faults import FaultFlags
 from user_service.gen.auth.v1 import auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2_grpc
 from user_service.listening import PortInUseError
+from user_service.replica_faults import ReplicaFaults
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.instrumentation import Instrumentation
@@ -52,7 +50,6 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "user-service"
 SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -94,7 +91,10 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
         instrumentation = Instrumentation(telemetry, settings)
 
-        opened = await _open_store(settings)
+        flags = FaultFlags(settings.flags_file, settings.replica) if settings.flags_file else None
+        if flags is not None:
+            resources.callback(flags.close)
+        opened = await _open_store(settings, instrumentation.store_hooks(flags))
         resources.push_async_callback(opened.close)
         store = await instrumentation.store(opened)
         broker = instrumentation.broker()
@@ -108,10 +108,8 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         directory = UserDirectory(store, relay)
         resources.push_async_callback(directory.drain)
 
-        flags = FaultFlags(settings.flags_file, settings.replica) if settings.flags_file else None
         faults = None
         if flags is not None:
-            resources.callback(flags.close)
             faults = FaultInjectionInterceptor(flags, instrumentation.fault_observer(flags))
 
         # No grpc-level maximum_concurrent_rpcs: it would count health checks and anonymous
@@ -149,7 +147,9 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         for service in ("", USER_SERVICE.full_name):
             await health_servicer.set(service, SERVING)
         if flags is not None:
-            flags.subscribe(_replica_faults(relay, health_servicer))
+            replica_faults = ReplicaFaults(relay, health_servicer)
+            resources.push_async_callback(replica_faults.close)
+            flags.subscribe(replica_faults.on_change)
         return RunningServer(
             server,
             port,
@@ -163,37 +163,12 @@ async def start_server(settings: ServerSettings, telemetry: Telemetry | None = N
         )
 
 
-def _replica_faults(
-    relay: OutboxRelay, health_servicer: health.aio.HealthServicer
-) -> Callable[[ActiveFaults], None]:
-    """What the whole-replica faults do, applied on the event loop whenever the flags change:
-    the outbox relay paused or resumed; health NOT_SERVING or SERVING again (a draining server's
-    NOT_SERVING is final: the health servicer ignores changes once its shutdown began)."""
-    loop = asyncio.get_running_loop()
-    pending: set[asyncio.Task[None]] = set()
-
-    def apply(faults: ActiveFaults) -> None:
-        if faults.feed_stall is not None:
-            relay.pause()
-        else:
-            relay.resume()
-        status = NOT_SERVING if faults.not_ready is not None else SERVING
-        for service in ("", USER_SERVICE.full_name):
-            task = loop.create_task(health_servicer.set(service, status))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-    def on_change(faults: ActiveFaults) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop closed: the server is gone
-            loop.call_soon_threadsafe(apply, faults)
-
-    return on_change
-
-
-async def _open_store(settings: ServerSettings) -> UserStore:
+async def _open_store(settings: ServerSettings, hooks: StoreHooks) -> UserStore:
     if settings.database_kind == "postgresql":
-        return await PostgresUserStore.open(settings.database_url, pool_size=settings.database_pool_size)
-    return await SqliteUserStore.open(settings.sqlite_path)
+        return await PostgresUserStore.open(
+            settings.database_url, pool_size=settings.database_pool_size, hooks=hooks
+        )
+    return await SqliteUserStore.open(settings.sqlite_path, hooks=hooks)
 
 
 def _retention(settings: ServerSettings, store: UserStore) -> OutboxRetention | None:
@@ -224,7 +199,7 @@ def _interceptors(
 ) -> list[grpc.aio.ServerInterceptor]:
     """Outermost first: observation sees the status the inner ones settle on (refusals by
     admission and injected faults included); callers are authenticated before their request
-    bytes are parsed, and before a fault can strike them."""
+    bytes are parsed, and a fault strikes only authenticated, well-formed calls."""
     budgets = {Budget.AUTHENTICATED: settings.max_concurrent_rpcs, Budget.PUBLIC: settings.max_public_rpcs}
     layers: list[HandlerWrappingInterceptor] = [
         RpcObservationInterceptor(observers),
@@ -233,9 +208,9 @@ def _interceptors(
     ]
     if tokens is not None:
         layers.append(AuthInterceptor(tokens))
-    if faults is not None:
-        layers.append(faults)
     layers.append(RequestDecodingInterceptor())
+    if faults is not None:  # innermost: it strikes only calls the service would serve, and reads them
+        layers.append(faults)
     return [ComposedInterceptor(layers)]
 
 

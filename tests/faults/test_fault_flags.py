@@ -8,122 +8,37 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
 
-from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials
 from devkit.otlp_receiver import OtlpReceiver
 from devkit.processes import CLI, ServerProcess
+from loadtest.flags import LOAD_FLAGS
 from scripts import faults
 from scripts.stack.observe import eventually
 from scripts.stack.plan import REPO
-from scripts.stack.probes import login
+from tests.faults.conftest import (
+    CALLS,
+    NOT_SERVING,
+    SERVING,
+    admin,
+    codes,
+    in_effect,
+    switch,
+    wait_in_effect,
+)
 from user_service.api.methods import RPC_TABLE, USER_SERVICE
-from user_service.client import Metadata, bearer, open_channel
+from user_service.client import open_channel
 from user_service.config import ClientSettings
-from user_service.faults import FlagState, fault_of
+from user_service.faults import FLAGS, FlagState, fault_of
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
-
-CALLS = 400
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-@pytest.fixture
-def flags_file(tmp_path: Path) -> Path:
-    copy = tmp_path / "flags" / "demo.flagd.json"
-    copy.parent.mkdir()
-    shutil.copy(REPO / "flags/demo.flagd.json", copy)
-    return copy
-
-
-@pytest.fixture
-def credentials(tmp_path: Path) -> DevCredentials:
-    return write_dev_credentials(tmp_path / "credentials")
-
-
-@pytest.fixture
-def start(
-    database_url: str, credentials: DevCredentials, flags_file: Path, otlp_receiver: OtlpReceiver
-) -> Iterator[Callable[[str], ServerProcess]]:
-    started: list[ServerProcess] = []
-
-    def _start(replica: str) -> ServerProcess:
-        env = {
-            **credentials.server_env(),
-            "USER_SERVICE_FLAGS_FILE": str(flags_file),
-            "USER_SERVICE_REPLICA": replica,
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-        }
-        started.append(ServerProcess(database_url, env=env).start())
-        return started[-1]
-
-    yield _start
-    for server in started:
-        server.stop()
-
-
-def switch(flags_file: Path, name: str, variant: str | None, replica: str | None = None) -> None:
-    """What `make fault` / `make fault-off` do, on the test's copy of the flag file."""
-    document = faults.read(flags_file)
-    if variant is None:
-        faults.turn_off(document, name)
-    else:
-        faults.turn_on(document, name, variant, replica)
-    faults.write(document, flags_file)
-
-
-def in_effect(server: ServerProcess, flag: str, variant: str) -> bool:
-    """Whether the server reports ``variant`` of ``flag`` in effect (its flag gauge)."""
-    return server.metric(f'user_service_fault_flag{{flag="{flag}",variant="{variant}"}}') == 1
-
-
-def wait_in_effect(server: ServerProcess, flag: str, variant: str) -> None:
-    assert eventually(lambda: in_effect(server, flag, variant), timeout=10), f"{flag}={variant} not picked up"
-
-
-def codes(
-    server: ServerProcess, metadata: Metadata, method: str, calls: int = CALLS
-) -> list[grpc.StatusCode]:
-    """The status of each of ``calls`` GetUser (of a user it creates first) or ListUsers calls."""
-    with grpc.insecure_channel(server.target) as channel:
-        users = user_pb2_grpc.UserServiceStub(channel)
-        call: Callable[[], object]
-        if method == "GetUser":
-            email = f"{secrets.token_hex(4)}@example.com"
-            created = users.CreateUser(
-                user_pb2.CreateUserRequest(user=user_pb2.User(name="Ada", email=email)),
-                metadata=metadata,
-                timeout=10,
-            )
-            request = user_pb2.GetUserRequest(id=created.user.id)
-            call = partial(users.GetUser, request, metadata=metadata, timeout=10)
-        else:
-            call = partial(
-                users.ListUsers, user_pb2.ListUsersRequest(page_size=1), metadata=metadata, timeout=10
-            )
-        found = []
-        for _ in range(calls):
-            try:
-                call()
-                found.append(grpc.StatusCode.OK)
-            except grpc.RpcError as error:
-                found.append(error.code())
-        return found
-
-
-def admin(server: ServerProcess, credentials: DevCredentials) -> Metadata:
-    return bearer(login(server.target, *credentials.secrets["admin"]))
 
 
 def test_with_every_flag_off_nothing_is_injected(
@@ -132,8 +47,9 @@ def test_with_every_flag_off_nothing_is_injected(
     server = start("a")
     metadata = admin(server, credentials)
     assert set(codes(server, metadata, "GetUser", 100)) == {grpc.StatusCode.OK}
-    assert server.metric('user_service_fault_flag{flag="userServiceErrors",variant="off"}') == 1
-    assert server.metric('user_service_fault_flag{flag="userServiceLatency",variant="off"}') == 1
+    assert in_effect(server, "userServiceErrors", "off")
+    assert in_effect(server, "userServiceLatency", "off")
+    assert server.sample("user_service_fault_flag", flag="userServiceErrors", replica="a") == 1
 
 
 def test_an_error_fault_fails_its_share_of_one_method_and_stops_when_turned_off(
@@ -186,12 +102,12 @@ def test_a_latency_fault_delays_calls_inside_a_span_named_after_its_flag(
     flags_file: Path,
     otlp_receiver: OtlpReceiver,
 ) -> None:
-    """getUser200ms: every GetUser waits 200 ms; the wait is a child span of the call's server
+    """getUser400ms: every GetUser waits 400 ms; the wait is a child span of the call's server
     span carrying the feature_flag attributes, so the trace says where the time went and why."""
     server = start("a")
     metadata = admin(server, credentials)
-    switch(flags_file, "userServiceLatency", "getUser200ms")
-    wait_in_effect(server, "userServiceLatency", "getUser200ms")
+    switch(flags_file, "userServiceLatency", "getUser400ms")
+    wait_in_effect(server, "userServiceLatency", "getUser400ms")
     trace_id = secrets.token_hex(16)
     traced = (*metadata, ("traceparent", f"00-{trace_id}-{secrets.token_hex(8)}-01"))
     with grpc.insecure_channel(server.target) as channel:
@@ -201,7 +117,7 @@ def test_a_latency_fault_delays_calls_inside_a_span_named_after_its_flag(
             users.GetUser(user_pb2.GetUserRequest(id=10**9), metadata=traced, timeout=10)
         took = time.monotonic() - started
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND, "the call itself still runs after the wait"
-    assert took >= 0.2
+    assert took >= 0.4
 
     def fault_span() -> list[object]:
         return [s for s in otlp_receiver.spans() if s.trace_id == trace_id and s.name.startswith("fault ")]
@@ -212,7 +128,7 @@ def test_a_latency_fault_delays_calls_inside_a_span_named_after_its_flag(
     (server_span,) = [s for s in spans if s.kind == "SERVER"]
     assert fault.parent_span_id == server_span.span_id
     assert fault.attributes["feature_flag.key"] == "userServiceLatency"
-    assert fault.attributes["feature_flag.result.variant"] == "getUser200ms"
+    assert fault.attributes["feature_flag.result.variant"] == "getUser400ms"
     assert fault.attributes["feature_flag.provider.name"] == "flagd"
 
 
@@ -249,10 +165,13 @@ def test_every_variant_in_the_repository_file_is_a_valid_fault() -> None:
     for key, flag in document["flags"].items():
         assert flag["defaultVariant"] == "off", f"{key} is on in the repository"
         assert "targeting" not in flag, f"{key} is on for some replica in the repository"
+        if key in LOAD_FLAGS:
+            continue  # the load generator's (tests/load/test_load_flags.py)
         for variant, value in flag["variants"].items():
             fault = fault_of(FlagState(key, variant), value)
             assert (fault is None) == (variant == "off"), f"{key}={variant}: {value}"
             assert fault is None or fault.methods <= methods, f"{key}={variant}: unknown methods"
+    assert set(document["flags"]) == {*FLAGS, *LOAD_FLAGS}, "a flag nobody reads"
 
 
 def test_a_feed_stall_holds_live_events_and_delivers_them_all_in_order_when_off(
@@ -360,3 +279,31 @@ def test_a_flags_file_that_does_not_exist_stops_the_start_with_its_name(tmp_path
     )
     assert started.returncode != 0
     assert "flags_file" in started.stderr
+
+
+def test_a_fault_aimed_at_one_user_strikes_only_the_calls_that_name_it(
+    start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
+) -> None:
+    """oneUserUnavailable (the OpenTelemetry Demo's one-product failure): every GetUser, UpdateUser
+    and DeleteUser naming user 1 fails UNAVAILABLE; the same calls for user 2 succeed."""
+    server = start("a")
+    metadata = admin(server, credentials)
+    with grpc.insecure_channel(server.target) as channel:
+        users = user_pb2_grpc.UserServiceStub(channel)
+        for name in ("one", "two"):
+            user = user_pb2.User(name=name, email=f"{name}@example.com")
+            users.CreateUser(user_pb2.CreateUserRequest(user=user), metadata=metadata, timeout=10)
+        switch(flags_file, "userServiceErrors", "oneUserUnavailable")
+        wait_in_effect(server, "userServiceErrors", "oneUserUnavailable")
+        for _ in range(20):
+            with pytest.raises(grpc.RpcError) as struck:
+                users.GetUser(user_pb2.GetUserRequest(id=1), metadata=metadata, timeout=10)
+            assert struck.value.code() == grpc.StatusCode.UNAVAILABLE
+            users.GetUser(user_pb2.GetUserRequest(id=2), metadata=metadata, timeout=10)
+        renamed = user_pb2.UpdateUserRequest(user=user_pb2.User(id=1, name="uno"))
+        with pytest.raises(grpc.RpcError) as struck:
+            users.UpdateUser(renamed, metadata=metadata, timeout=10)
+        assert struck.value.code() == grpc.StatusCode.UNAVAILABLE
+        users.UpdateUser(
+            user_pb2.UpdateUserRequest(user=user_pb2.User(id=2, name="dos")), metadata=metadata, timeout=10
+        )

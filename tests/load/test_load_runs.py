@@ -8,126 +8,21 @@ monkey-patch this test process for gevent.
 
 from __future__ import annotations
 
-import csv
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-import pytest
 
-from devkit.dev_credentials import DevCredentials, write_dev_credentials
+from devkit.dev_credentials import DevCredentials
 from devkit.otlp_receiver import OtlpReceiver
 from devkit.processes import ServerProcess
-
-PYTHON = sys.executable
-REPO = Path(__file__).resolve().parents[2]
-EVERY_SCENARIO = {
-    ("unary", "GetUser"),
-    ("unary", "ListUsers"),
-    ("unary", "ListUsers (walk)"),
-    ("unary", "CreateUser"),
-    ("unary", "UpdateUser"),
-    ("unary", "DeleteUser"),
-    ("client_stream", "BatchCreateUsers"),
-    ("bidi_stream", "LookupUsers"),
-    ("server_stream", "SubscribeUsers delivery"),
-    ("server_stream", "SubscribeUsers first event"),
-    ("server_stream", "SubscribeUsers stream"),
-}
-
-
-@dataclass
-class LoadRun:
-    returncode: int
-    output: str
-    report_dir: Path
-
-    def counts(self) -> dict[tuple[str, str], tuple[int, int]]:
-        """(type, name) -> (requests, failures), from Locust's CSV."""
-        with (self.report_dir / "locust_stats.csv").open(newline="") as file:
-            return {
-                (row["Type"], row["Name"]): (int(row["Request Count"]), int(row["Failure Count"]))
-                for row in csv.DictReader(file)
-                if row["Name"] != "Aggregated"
-            }
-
-    def failures(self) -> dict[tuple[str, str], int]:
-        """(name, status code) -> occurrences."""
-        with (self.report_dir / "locust_failures.csv").open(newline="") as file:
-            return {(row["Name"], row["Error"]): int(row["Occurrences"]) for row in csv.DictReader(file)}
-
-
-@pytest.fixture(scope="module")
-def credentials(tmp_path_factory: pytest.TempPathFactory) -> DevCredentials:
-    return write_dev_credentials(tmp_path_factory.mktemp("load") / "credentials")
-
-
-@pytest.fixture
-def server(
-    tmp_path: Path, credentials: DevCredentials, otlp_receiver: OtlpReceiver
-) -> Iterator[ServerProcess]:
-    """The production configuration, every span sampled (to find the load's traces)."""
-    process = ServerProcess(
-        f"sqlite:///{tmp_path}/users.db",
-        env={
-            **credentials.server_env(),
-            "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-            "OTEL_TRACES_SAMPLER": "always_on",
-            "OTEL_BSP_SCHEDULE_DELAY": "100",
-        },
-    ).start()
-    yield process
-    process.stop()
-
-
-def _load(
-    server: ServerProcess,
-    credentials: DevCredentials,
-    report_dir: Path,
-    otlp_receiver: OtlpReceiver,
-    *,
-    processes: int = 1,
-    seconds: int = 8,
-    users: int = 8,
-    seed: bool = True,
-    **env: str,
-) -> LoadRun:
-    """``make load``'s run (``loadtest.run``): seed, a headless Locust run, the report and its gate."""
-    environment = {
-        **os.environ,
-        **credentials.client_env("admin"),
-        "USER_SERVICE_TARGET": server.target,
-        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
-        "OTEL_TRACES_SAMPLER": "always_on",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-        "LOAD_SEED_USERS": "50",
-        "LOAD_SUBSCRIBERS": "2",
-        **env,
-    }
-    command = [PYTHON, "-m", "loadtest.run", "--users", str(users), "--spawn-rate", str(users), "--quiet"]
-    command += ["--run-time", f"{seconds}s", "--processes", str(processes), "--report-dir", str(report_dir)]
-    command += ["--html"] if seed else ["--html", "--no-seed"]
-    # `python -m` resolves loadtest from the working directory, as `make load` does from the repo.
-    ran = _run(command, environment, check=False)
-    assert ran.returncode in (0, 1), ran.stdout + ran.stderr  # 1: the gate failed (asserted by the tests)
-    return LoadRun(ran.returncode, ran.stdout, report_dir)
-
-
-def _run(command: list[str], env: dict[str, str], *, check: bool) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        command, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=check
-    )
+from tests.load.conftest import EVERY_SCENARIO, load
 
 
 def test_a_run_exercises_every_scenario_and_agrees_with_the_server(
     server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
 ) -> None:
-    run = _load(server, credentials, tmp_path, otlp_receiver)
+    run = load(server, credentials, tmp_path, otlp_receiver)
     assert run.returncode == 0, run.output
     assert "gate passed" in run.output
     assert (tmp_path / "report.html").stat().st_size > 10_000
@@ -153,7 +48,7 @@ def test_traces_start_at_the_load_generator(
     server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
 ) -> None:
     otlp_receiver.clear()
-    _load(server, credentials, tmp_path, otlp_receiver, seconds=4)
+    load(server, credentials, tmp_path, otlp_receiver, seconds=4)
     deadline = time.monotonic() + 10
     while True:
         spans = otlp_receiver.spans()
@@ -178,7 +73,7 @@ def test_a_failing_service_fails_the_gate_with_failures_named_by_status_code(
     server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
 ) -> None:
     """Nothing seeded, only reads of users that do not exist: every call is NOT_FOUND."""
-    run = _load(server, credentials, tmp_path, otlp_receiver, seed=False, seconds=4, LOAD_MIX="get=1")
+    run = load(server, credentials, tmp_path, otlp_receiver, seed=False, seconds=4, LOAD_MIX="get=1")
     assert run.returncode == 1, run.output
     assert "GATE FAILED: failure ratio" in run.output
     failures = run.failures()
@@ -191,7 +86,7 @@ def test_worker_processes_are_counted_once_and_leave_nothing_behind(
     server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
 ) -> None:
     before = {process.pid for process in psutil.process_iter() if "locust" in " ".join(process.cmdline())}
-    run = _load(server, credentials, tmp_path, otlp_receiver, processes=2)
+    run = load(server, credentials, tmp_path, otlp_receiver, processes=2)
     assert run.returncode == 0, run.output
     locust, _ = run.counts()[("unary", "GetUser")]
     seen = server.metric(
@@ -211,7 +106,7 @@ def test_unary_traffic_keeps_flowing_while_many_streams_sit_idle(
     per-user channels) while Locust recorded no failure. 30 idle subscriptions, 6 paced
     CRUD users: the CRUD calls must keep their pace."""
     seconds, crud_users, user_rps = 8, 6, 10
-    run = _load(
+    run = load(
         server,
         credentials,
         tmp_path,

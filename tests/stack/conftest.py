@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -19,7 +20,7 @@ from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from loadtest.report import read_rows
 from scripts.stack.native import NativeStack
 from scripts.stack.observe import Jaeger, Prometheus, eventually
-from scripts.stack.plan import REPO, StackPlan, StackPorts
+from scripts.stack.plan import FLAGS_FILE, REPO, StackPlan, StackPorts
 from scripts.stack.probes import login, traced_call
 from tests.conftest import require_tool
 
@@ -65,12 +66,19 @@ def require_stack_binaries() -> None:
         require_tool(name)
 
 
-@pytest.fixture(scope="session")
-def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+@contextmanager
+def native_stack(root: Path, flags_file: Path | None = None, replicas: int = 1) -> Iterator[RunningStack]:
+    """A native stack in ``root`` on free ports, its first trace in Jaeger; down at the end.
+    ``flags_file``: the replicas read this copy of the fault flags, not the repository's."""
     require_stack_binaries()
-    root = tmp_path_factory.mktemp("stack")
     credentials = write_dev_credentials(root / "credentials")
-    plan = StackPlan(run_dir=root / "run", ports=StackPorts.free(), credentials_dir=root / "credentials")
+    plan = StackPlan(
+        run_dir=root / "run",
+        ports=StackPorts.free(),
+        credentials_dir=root / "credentials",
+        flags_file=flags_file or FLAGS_FILE,
+        replicas=replicas,
+    )
     stack = NativeStack(plan, credentials.server_env())
     started = time.monotonic()
     try:
@@ -91,6 +99,12 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         )
     finally:
         stack.down()
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    with native_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 def start_locust(running_stack: RunningStack, seconds: int, report_dir: Path) -> subprocess.Popen[bytes]:

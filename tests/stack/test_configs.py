@@ -100,8 +100,14 @@ FAULT_FLAGS_BEHIND = {
     "UserServiceErrorBudgetBurnSlow": "userServiceErrors",
     "UserServiceLatencyBudgetBurn": "userServiceLatency",
     "UserServiceLatencyBudgetBurnSlow": "userServiceLatency",
-    "UserServiceSubscribersCutOff": "userServiceFeedStall",
+    "UserServiceSubscribersCutOff": "loadGeneratorSlowConsumers",
     "UserServiceFeedStalled": "userServiceFeedStall",
+    "UserServiceDeliveryLagging": "loadGeneratorSlowConsumers",
+    "UserServiceStoreSlow": "userServiceSlowDatabase",
+    "UserServiceStoreConnectionWait": "userServicePoolStarvation",
+    "UserServiceMemoryGrowth": "userServiceMemoryLeak",
+    "UserServiceCpuSaturated": "userServiceCpuHog",
+    "UserServiceReplicaOutOfRotation": "userServiceNotReady",
 }
 
 

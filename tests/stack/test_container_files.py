@@ -683,12 +683,21 @@ def test_build_context_holds_what_the_dockerfile_copies_and_no_secret() -> None:
 # --- replicas on PostgreSQL ------------------------------------------------------------------------
 
 
-def test_replicas_read_the_fault_flags_the_repository_holds() -> None:
-    """The flag file `make fault` edits reaches every replica: its folder is mounted (a single-file
-    mount would keep the old file after the atomic rename) and the replicas are pointed at it."""
-    server = resolved_services()["user-service"]
-    (mount,) = [v for v in server["volumes"] if v["source"] == str(REPO / "flags")]
-    flags_file = Path(server["environment"]["USER_SERVICE_FLAGS_FILE"])
+@pytest.mark.parametrize(
+    ("service", "variable"),
+    [
+        ("user-service", "USER_SERVICE_FLAGS_FILE"),
+        ("locust", "LOAD_FLAGS_FILE"),
+        ("locust-worker", "LOAD_FLAGS_FILE"),
+    ],
+)
+def test_the_fault_flags_the_repository_holds_reach_every_reader(service: str, variable: str) -> None:
+    """The flag file `make fault` edits reaches every replica and the load generator's processes:
+    its folder is mounted (a single-file mount would keep the old file after the atomic rename)
+    and they are pointed at it."""
+    resolved = resolved_services()[service]
+    (mount,) = [v for v in resolved["volumes"] if v["source"] == str(REPO / "flags")]
+    flags_file = Path(resolved["environment"][variable])
     assert flags_file.parent == Path(mount["target"])
     assert (REPO / "flags" / flags_file.name).is_file()
 

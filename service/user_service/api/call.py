@@ -130,5 +130,6 @@ class FaultObserver(Protocol):
     """Told when a fault flag strikes a call (telemetry implements it)."""
 
     def injected(self, flag: FlagState, effect: str) -> AbstractContextManager[None]:
-        """Entered around the fault's effect (``"latency"``: the wait; ``"error"``: the abort)."""
+        """Entered around the fault's effect (``"latency"``: the wait; ``"error"``: the abort;
+        ``"event held"``: a write whose change event waits in the stalled outbox)."""
         ...

@@ -65,3 +65,37 @@ class UserStore(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+class StoreHooks(Protocol):
+    """What a backend asks and tells around each statement, beyond the data: how long it waited
+    for a connection (telemetry), and faults on purpose (``user_service.faults``) — a statement
+    slowed inside the database, a pool held to fewer connections. Called on the event loop in
+    the calling task, so an implementation may annotate the caller's span."""
+
+    def statement_delay(self) -> float:
+        """Seconds the next statement is to take longer, spent where the database spends its
+        time (0: none — always, but for a fault on purpose)."""
+        ...
+
+    def connection_limit(self) -> int | None:
+        """At most this many statements hold a connection at once (None: the pool's size)."""
+        ...
+
+    def connection_waited(self, seconds: float) -> None:
+        """A statement got its connection after waiting ``seconds``."""
+        ...
+
+
+class NoStoreHooks:
+    def statement_delay(self) -> float:
+        return 0.0
+
+    def connection_limit(self) -> int | None:
+        return None
+
+    def connection_waited(self, seconds: float) -> None:
+        pass
+
+
+NO_STORE_HOOKS: StoreHooks = NoStoreHooks()

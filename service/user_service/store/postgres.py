@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from user_service.domain.errors import (
     UserNotFoundError,
 )
 from user_service.domain.models import EventType, NewUser, User, UserChanges, UserEvent
+from user_service.domain.ports import NO_STORE_HOOKS, StoreHooks
+from user_service.store.gates import ConnectionGates
 
 T = TypeVar("T")
 Connection: TypeAlias = "asyncpg.pool.PoolConnectionProxy[asyncpg.Record]"
@@ -97,15 +100,19 @@ def migrations() -> list[Migration]:
 class PostgresUserStore:
     """``UserStore`` on a PostgreSQL database, through a pool of asyncpg connections."""
 
-    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str, hooks: StoreHooks = NO_STORE_HOOKS) -> None:
         self._pool = pool
         self._url = url
+        self._hooks = hooks
+        self._gates = ConnectionGates(hooks)
         self._listener: asyncpg.Connection | None = None
         self._relisten: asyncio.Task[None] | None = None
         self._closed = False
 
     @classmethod
-    async def open(cls, url: str, *, pool_size: int = 10, connect_timeout: float = 10) -> PostgresUserStore:
+    async def open(
+        cls, url: str, *, pool_size: int = 10, connect_timeout: float = 10, hooks: StoreHooks = NO_STORE_HOOKS
+    ) -> PostgresUserStore:
         """Connects, brings the schema up to date and returns the store. Fails (``OSError``,
         asyncpg errors) when the database cannot be reached within ``connect_timeout``."""
         pool = await asyncpg.create_pool(
@@ -117,7 +124,7 @@ class PostgresUserStore:
         except BaseException:
             await pool.close()
             raise
-        return cls(pool, url)
+        return cls(pool, url, hooks)
 
     async def close(self) -> None:
         self._closed = True
@@ -267,8 +274,15 @@ class PostgresUserStore:
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection (after the hooks' gate, if they limit connections), on which a
+        delay the hooks ask for is slept by the database itself: ``pg_sleep`` holds the
+        connection and a server process, as a slow query does."""
+        asked = time.perf_counter()
         try:
-            async with self._pool.acquire() as connection:
+            async with self._gates.gate(), self._pool.acquire() as connection:
+                self._hooks.connection_waited(time.perf_counter() - asked)
+                if delay := self._hooks.statement_delay():
+                    await connection.execute("SELECT pg_sleep($1)", delay)
                 yield connection
         except _CONNECTION_ERRORS as error:
             raise StoreUnavailableError(f"{type(error).__name__}: {error}") from error

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -31,6 +32,8 @@ from typing import Any, TypeVar
 from user_service.domain.clock import from_micros, now_micros, to_micros
 from user_service.domain.errors import EmailTakenError, EtagMismatchError, UserNotFoundError
 from user_service.domain.models import EventType, NewUser, User, UserChanges, UserEvent
+from user_service.domain.ports import NO_STORE_HOOKS, StoreHooks
+from user_service.store.gates import ConnectionGates
 
 T = TypeVar("T")
 
@@ -72,8 +75,10 @@ _EVENT_COLUMNS = (
 class SqliteUserStore:
     """``UserStore`` on one SQLite database file."""
 
-    def __init__(self, path: Path, *, readers: int = 4) -> None:
+    def __init__(self, path: Path, *, readers: int = 4, hooks: StoreHooks = NO_STORE_HOOKS) -> None:
         self._path = path
+        self._hooks = hooks
+        self._gates = ConnectionGates(hooks)
         self._reader_count = readers
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -83,9 +88,11 @@ class SqliteUserStore:
         self._loop_reader: sqlite3.Connection | None = None  # point reads on the event loop
 
     @classmethod
-    async def open(cls, path: Path, *, readers: int = 4) -> SqliteUserStore:
+    async def open(
+        cls, path: Path, *, readers: int = 4, hooks: StoreHooks = NO_STORE_HOOKS
+    ) -> SqliteUserStore:
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = cls(path, readers=readers)
+        store = cls(path, readers=readers, hooks=hooks)
         await store._write(_create_schema)
         await store._open_readers()
         store._loop_reader = store._connect(query_only=True, busy_timeout_ms=0)
@@ -96,8 +103,12 @@ class SqliteUserStore:
         server holds the same threads and files from its first call to its last (a leak
         is then visible as growth), and a database that cannot be read fails the start."""
         started = threading.Barrier(self._reader_count, timeout=10)
-        await asyncio.gather(
-            *(self._read(lambda _connection: started.wait()) for _ in range(self._reader_count))
+        loop = asyncio.get_running_loop()
+        await asyncio.gather(  # past the hooks: a connection limit would keep the barrier shut
+            *(
+                loop.run_in_executor(self._readers, self._call, lambda _: started.wait(), (), True, 0.0)
+                for _ in range(self._reader_count)
+            )
         )
 
     async def close(self) -> None:
@@ -116,10 +127,11 @@ class SqliteUserStore:
     # -- reads ---------------------------------------------------------------
 
     async def get_user(self, *, user_id: int) -> User:
-        if self._loop_reader is not None:
+        delay = self._hooks.statement_delay()
+        if self._loop_reader is not None and not delay and self._hooks.connection_limit() is None:
             with contextlib.suppress(sqlite3.OperationalError):  # SQLITE_BUSY: a reader thread waits
                 return _select_user(self._loop_reader, user_id)
-        return await self._read(_select_user, user_id)
+        return await self._run(self._readers, _select_user, (user_id,), query_only=True, delay=delay)
 
     async def list_users(self, *, after_id: int, limit: int) -> list[User]:
         rows = await self._read(
@@ -183,15 +195,26 @@ class SqliteUserStore:
         args: tuple[Any, ...],
         *,
         query_only: bool,
+        delay: float | None = None,
     ) -> T:
+        """``operation`` on a thread of ``executor`` with its connection, after the hooks' gate
+        (if they limit connections); a delay the hooks ask for is slept on that thread, which
+        holds the connection meanwhile — where SQLite spends its time (a slow disk)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._call, operation, args, query_only)
+        asked = time.perf_counter()
+        async with self._gates.gate():
+            self._hooks.connection_waited(time.perf_counter() - asked)
+            if delay is None:
+                delay = self._hooks.statement_delay()
+            return await loop.run_in_executor(executor, self._call, operation, args, query_only, delay)
 
-    def _call(self, operation: Callable[..., T], args: tuple[Any, ...], query_only: bool) -> T:
+    def _call(self, operation: Callable[..., T], args: tuple[Any, ...], query_only: bool, delay: float) -> T:
         connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             connection = self._connect(query_only=query_only)
             self._local.connection = connection
+        if delay:
+            time.sleep(delay)
         return operation(connection, *args)
 
     def _connect(self, *, query_only: bool, busy_timeout_ms: int = 5000) -> sqlite3.Connection:

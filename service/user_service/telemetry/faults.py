@@ -5,6 +5,7 @@ variant of each flag is in effect is a gauge per replica — what dashboards dra
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,14 +26,15 @@ def flag_attributes(flag: FlagState) -> dict[str, str]:
 
 
 class FaultTelemetry:
-    """A ``FaultObserver``: a span around each fault's effect, an event on the call's span, a count."""
+    """A ``FaultObserver``: a span around each fault's effect, an event on the call's span, a count;
+    for faults inside a span's own work, the flag's attributes on that span (``marked``)."""
 
     def __init__(self, tracer: trace.Tracer | None, registry: CollectorRegistry | None) -> None:
         self._tracer = tracer
         self._injected = (
             Counter(
                 "user_service_faults_injected",
-                "Calls struck by a fault flag, by flag, variant and effect (latency, error).",
+                "Calls struck by a fault flag, by flag, variant and effect (latency, error, event held).",
                 ("flag", "variant", "effect"),
                 registry=registry,
             )
@@ -52,9 +54,34 @@ class FaultTelemetry:
         with self._tracer.start_as_current_span(f"fault {flag.key} {effect}", attributes=attributes):
             yield
 
+    def marked(self, flag: FlagState, effect: str) -> None:
+        """A fault struck inside the current span's work (a store statement): the span itself
+        carries the flag's attributes, so the slow or waiting span names its cause."""
+        if self._injected is not None:
+            self._injected.labels(flag.key, flag.variant, effect).inc()
+        attributes = {**flag_attributes(flag), "user_service.fault.effect": effect}
+        span = trace.get_current_span()
+        span.set_attributes(attributes)
+        span.add_event("feature_flag.evaluation", attributes)
+
+    def elapsed(self, flag: FlagState, effect: str, seconds: float) -> None:
+        """A fault's effect that just lasted ``seconds`` (a wait measured after the fact): a
+        span over that interval, as ``injected`` would have made around it, and a count."""
+        if self._injected is not None:
+            self._injected.labels(flag.key, flag.variant, effect).inc()
+        if self._tracer is None:
+            return
+        attributes = {**flag_attributes(flag), "user_service.fault.effect": effect}
+        ended = time.time_ns()
+        self._tracer.start_span(
+            f"fault {flag.key} {effect}", start_time=ended - int(seconds * 1e9), attributes=attributes
+        ).end(end_time=ended)
+
 
 class FaultFlagCollector(Collector):
-    """``user_service_fault_flag{flag, variant} 1`` for the variant of each flag in effect here."""
+    """``user_service_fault_flag{flag, variant, replica} 1`` for the variant of each flag in effect
+    here; ``replica`` is the name fault targeting aims at (``make fault REPLICA=``), so that a tool
+    can find which ``instance`` it is from Prometheus alone."""
 
     def __init__(self, flags: FaultFlags) -> None:
         self._flags = flags
@@ -63,8 +90,8 @@ class FaultFlagCollector(Collector):
         family = GaugeMetricFamily(
             "user_service_fault_flag",
             "The variant of each fault flag in effect on this replica (1); `off` when none is.",
-            labels=("flag", "variant"),
+            labels=("flag", "variant", "replica"),
         )
         for flag in self._flags.current.flags:
-            family.add_metric((flag.key, flag.variant), 1)
+            family.add_metric((flag.key, flag.variant, self._flags.replica), 1)
         yield family

@@ -8,11 +8,11 @@ the benchmark's "bare" baseline.
 
 from __future__ import annotations
 
-from user_service.api.call import FaultObserver, RpcObserver, SubscriptionObserver
+from user_service.api.call import RpcObserver, SubscriptionObserver
 from user_service.api.methods import RpcMethod
 from user_service.config import ServerSettings
 from user_service.domain.events import EventBroker
-from user_service.domain.ports import UserStore
+from user_service.domain.ports import NO_STORE_HOOKS, StoreHooks, UserStore
 from user_service.domain.relay import OutboxRelay
 from user_service.faults import FaultFlags
 from user_service.telemetry.database import trace_postgres_queries
@@ -22,7 +22,7 @@ from user_service.telemetry.logging import AccessLog
 from user_service.telemetry.metrics import GrpcServerMetrics, ServiceMetrics
 from user_service.telemetry.server_spans import ServerSpans
 from user_service.telemetry.setup import Telemetry
-from user_service.telemetry.store import InstrumentedUserStore
+from user_service.telemetry.store import InstrumentedUserStore, StoreTelemetryHooks
 
 
 class Instrumentation:
@@ -34,6 +34,16 @@ class Instrumentation:
         instrumented = telemetry.tracing or settings.metrics_enabled
         self._service_metrics = ServiceMetrics(telemetry.registry) if instrumented else None
         self._grpc_metrics = GrpcServerMetrics(telemetry.registry) if settings.metrics_enabled else None
+        self._fault_telemetry: FaultTelemetry | None = None
+
+    def store_hooks(self, flags: FaultFlags | None) -> StoreHooks:
+        """What the store tells (its wait for connections) and the store faults of ``flags``."""
+        metrics = self._service_metrics
+        if metrics is None and flags is None:
+            return NO_STORE_HOOKS
+        wait = metrics.connection_wait.labels(self._settings.database_kind) if metrics is not None else None
+        faults = self.fault_observer(flags) if flags is not None else None
+        return StoreTelemetryHooks(wait, flags, faults)
 
     async def store(self, store: UserStore) -> UserStore:
         """The store, its operations timed (and traced), the user count gauge seeded from it."""
@@ -80,12 +90,16 @@ class Instrumentation:
             return None
         return FeedTelemetry(self._telemetry.tracer, self._service_metrics)
 
-    def fault_observer(self, flags: FaultFlags) -> FaultObserver:
-        """Spans and counts of injected faults, and the flags in effect as a gauge."""
-        registry = self._telemetry.registry if self._settings.metrics_enabled else None
-        if registry is not None:
-            registry.register(FaultFlagCollector(flags))
-        return FaultTelemetry(self._telemetry.tracer if self._telemetry.tracing else None, registry)
+    def fault_observer(self, flags: FaultFlags) -> FaultTelemetry:
+        """Spans and counts of injected faults, and the flags in effect as a gauge (one of each
+        per server, whoever asks first)."""
+        if self._fault_telemetry is None:
+            registry = self._telemetry.registry if self._settings.metrics_enabled else None
+            if registry is not None:
+                registry.register(FaultFlagCollector(flags))
+            tracer = self._telemetry.tracer if self._telemetry.tracing else None
+            self._fault_telemetry = FaultTelemetry(tracer, registry)
+        return self._fault_telemetry
 
     def rpc_observers(self) -> list[RpcObserver]:
         """Outermost first. The server span first: it is current while the others run, so

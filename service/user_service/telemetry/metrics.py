@@ -179,6 +179,14 @@ class ServiceMetrics:
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 3600),
             registry=registry,
         )
+        self.connection_wait = Histogram(
+            "db_client_connection_wait_time_seconds",
+            "Time a store statement waited for a connection (OpenTelemetry semantic convention"
+            " db.client.connection.wait_time).",
+            ("db_system_name",),
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.store_operation = Histogram(
             "db_client_operation_duration_seconds",
             "Duration of store operations (OpenTelemetry semantic convention db.client.operation.duration).",

@@ -9,11 +9,14 @@ from typing import TypeVar
 
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from prometheus_client import Histogram
 
 from user_service.domain.errors import DomainError
 from user_service.domain.models import NewUser, User, UserChanges, UserEvent
 from user_service.domain.ports import UserStore
-from user_service.telemetry.metrics import ServiceMetrics
+from user_service.faults import FaultFlags
+from user_service.telemetry.faults import FaultTelemetry
+from user_service.telemetry.metrics import ServiceMetrics, exemplar
 from user_service.telemetry.tracing import traced_here
 
 T = TypeVar("T")
@@ -32,6 +35,46 @@ _OPERATIONS = {
     "event_horizon": ("SELECT", "outbox_horizon"),
     "prune_events": ("DELETE", "user_events"),
 }
+
+
+# A wait worth a span attribute: below a millisecond a connection was at hand, and the
+# attribute would be on every span.
+NOTABLE_WAIT_SECONDS = 0.001
+
+
+class StoreTelemetryHooks:
+    """``StoreHooks`` of an instrumented server: each statement's wait for a connection timed
+    (and, when notable, on the store span), and the store faults of the fault flags applied —
+    each struck statement's span carrying the flag's attributes."""
+
+    def __init__(
+        self, wait: Histogram | None, flags: FaultFlags | None, faults: FaultTelemetry | None
+    ) -> None:
+        self._wait = wait
+        self._flags = flags
+        self._faults = faults
+
+    def statement_delay(self) -> float:
+        slow = self._flags.current.slow_database if self._flags is not None else None
+        if slow is None or not slow.strikes():
+            return 0.0
+        if self._faults is not None:
+            self._faults.marked(slow.flag, "slow statement")
+        return slow.delay_seconds
+
+    def connection_limit(self) -> int | None:
+        starved = self._flags.current.pool_starvation if self._flags is not None else None
+        return starved.connections if starved is not None else None
+
+    def connection_waited(self, seconds: float) -> None:
+        if self._wait is not None:
+            self._wait.observe(seconds)
+        if seconds < NOTABLE_WAIT_SECONDS:
+            return
+        trace.get_current_span().set_attribute("db.client.connection.wait_time", seconds)
+        starved = self._flags.current.pool_starvation if self._flags is not None else None
+        if starved is not None and self._faults is not None:
+            self._faults.elapsed(starved.flag, "connection wait", seconds)
 
 
 class InstrumentedUserStore:
@@ -55,7 +98,7 @@ class InstrumentedUserStore:
                 return await operation
             return await self._in_span(self._tracer, name, operation)
         finally:
-            self._histograms[name].observe(time.perf_counter() - start)
+            self._histograms[name].observe(time.perf_counter() - start, exemplar())
 
     async def _in_span(self, tracer: trace.Tracer, name: str, operation: Awaitable[T]) -> T:
         db_operation, collection = _OPERATIONS[name]
