@@ -32,8 +32,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from devkit.postgres import PostgresCluster, server_bindir
-from devkit.processes import ServerProcess, free_port
+from devkit.processes import ServerProcess
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.listening import free_port
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from devkit.processes import free_port
+from user_service.listening import free_port
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 CASES = {

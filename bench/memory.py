@@ -45,10 +45,10 @@ import yaml
 
 from devkit.dev_credentials import write_dev_credentials
 from devkit.postgres import PostgresCluster, server_bindir
-from devkit.processes import free_port
 from scripts.stack.components import TOOLS_DIR
 from scripts.stack.native import NativeStack
 from scripts.stack.plan import REPO, StackPlan, StackPorts
+from user_service.listening import free_port
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 RESULTS = REPO / "bench/results/memory.json"

@@ -21,7 +21,7 @@ import asyncpg
 import psycopg_pool
 
 from devkit.postgres import PostgresCluster, server_bindir
-from devkit.processes import free_port
+from user_service.listening import free_port
 
 READ = "SELECT id, name, email, create_time, update_time, version FROM users WHERE id = $1"
 WRITE = "UPDATE users SET version = version + 1, update_time = now() WHERE id = $1 RETURNING version"

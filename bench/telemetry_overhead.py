@@ -33,10 +33,10 @@ import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
-from devkit.processes import free_port
 from scripts.stack.probes import login
 from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.listening import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).with_name("user-service"))

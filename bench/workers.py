@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bench.telemetry_overhead import REPO, Load, Result, Subject, _measure, _protoset
 from devkit.postgres import PostgresCluster, server_bindir
-from devkit.processes import free_port
+from user_service.listening import free_port
 
 CONNECTIONS = 8
 CALLS = {

@@ -8,10 +8,8 @@ its log — a crash shows as the faulthandler's trace, not as a confusing connec
 from __future__ import annotations
 
 import os
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,22 +22,9 @@ import grpc
 import psutil
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from user_service.listening import free_port
+
 CLI = str(Path(sys.executable).with_name("user-service"))
-
-
-def free_port() -> int:
-    """A free loopback port below the kernel's ephemeral range (32768-60999): a port taken
-    from that range could be handed to some outgoing connection before the server binds it,
-    and the server (no SO_REUSEPORT) would then refuse to start."""
-    for _ in range(100):
-        port = random.randrange(20_000, 32_000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
 
 
 class ServerProcess:

@@ -37,6 +37,7 @@ from locust import User
 from locust.env import Environment
 from locust.exception import StopUser
 
+from loadtest.seed import is_seeded
 from loadtest.settings import LoadSettings
 from loadtest.tracing import LoadTracing
 from user_service.client import bearer, open_channel
@@ -152,12 +153,14 @@ class Connection:
         return connection
 
     def _existing_ids(self, limit: int) -> list[int]:
-        """Ids of users that exist (the seeded ones): what readers ask for."""
+        """Ids of the seeded users: what readers ask for. Only those: a user that another
+        process's (or a past run's) writers created may be deleted by them while this process
+        reads it, and a clean run would report NOT_FOUND."""
         ids: list[int] = []
         request = user_pb2.ListUsersRequest(page_size=1000)
         while len(ids) < limit:
             page = self.users.ListUsers(request, metadata=self.tokens.metadata(), timeout=self.timeout)
-            ids.extend(user.id for user in page.users)
+            ids.extend(user.id for user in page.users if is_seeded(user))
             if not page.next_page_token:
                 break
             request.page_token = page.next_page_token

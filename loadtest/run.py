@@ -23,6 +23,7 @@ from loadtest import report
 from loadtest.seed import seed
 from loadtest.settings import LoadSettings
 from user_service.config import ClientSettings
+from user_service.listening import free_port
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
@@ -32,10 +33,14 @@ WORKDIR = LOCUSTFILE.parents[1]
 
 
 def locust_command(args: argparse.Namespace) -> list[str]:
+    port = free_port()
     command = [
         *(LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary"),
         *("--users", str(args.users), "--spawn-rate", str(args.spawn_rate), "--run-time", args.run_time),
         *("--processes", str(args.processes), "--stop-timeout", "5", "--exit-code-on-error", "0"),
+        # The master and its forked workers talk over a port of their own, not Locust's fixed
+        # 5557: two runs on one machine (a `make load` beside `make incident`'s) must not collide.
+        *("--master-bind-port", str(port), "--master-port", str(port)),
         *("--csv", str(args.report_dir / "locust")),
     ]
     if args.html:

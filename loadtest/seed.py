@@ -14,6 +14,17 @@ from user_service.client import bearer, login, open_channel
 from user_service.config import ClientSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
+_SEED_DOMAIN = "@load.example.com"
+
+
+def seed_email(n: int) -> str:
+    return f"seed-{n}{_SEED_DOMAIN}"
+
+
+def is_seeded(user: user_pb2.User) -> bool:
+    """A seed user: one the load reads and never writes (its writers touch only their own)."""
+    return user.email.startswith("seed-") and user.email.endswith(_SEED_DOMAIN)
+
 
 def seed(client: ClientSettings, load: LoadSettings) -> int:
     """Creates the missing seed users; returns how many exist."""
@@ -22,9 +33,7 @@ def seed(client: ClientSettings, load: LoadSettings) -> int:
         metadata = bearer(login(channel, client_id, secret, timeout=client.timeout))
         users = user_pb2_grpc.UserServiceStub(channel)
         requests = (
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(name=f"Seed {n}", email=f"seed-{n}@load.example.com")
-            )
+            user_pb2.CreateUserRequest(user=user_pb2.User(name=f"Seed {n}", email=seed_email(n)))
             for n in range(load.seed_users)
         )
         response = users.BatchCreateUsers(requests, metadata=metadata, timeout=max(60.0, client.timeout))

@@ -1,6 +1,6 @@
 """`make gameday SEED=N`: faults the operator does not choose, found by the alerts alone.
 
-    python -m scripts.gameday [--seed N] [--faults 4] [--seconds 150] [--no-load]
+    python -m scripts.gameday [--seed N] [--faults 4] [--seconds 180] [--no-load]
 
 Draws ``--faults`` stories of ``make incident`` (``scripts/incident.py``) in an order fixed by the
 seed, and for each: the fault on for ``--seconds`` (then off, whatever happens — bounded and
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--faults", type=int, default=4)
-    parser.add_argument("--seconds", type=float, default=150.0, help="how long each fault stays on")
+    parser.add_argument("--seconds", type=float, default=180.0, help="how long each fault stays on")
     parser.add_argument("--no-load", dest="load", action="store_false", help="the stack already has load")
     args = parser.parse_args(argv)
     stack_plan = StackPlan.load()

@@ -18,10 +18,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from devkit.otlp_receiver import OtlpReceiver
 from devkit.postgres import PostgresCluster, server_bindir
-from devkit.processes import free_port
 from user_service.config import ServerSettings
 from user_service.domain.ports import UserStore
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.listening import free_port
 from user_service.server import SERVICE_NAME, RunningServer, start_server
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore

@@ -8,7 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from devkit.processes import free_port
+from user_service.listening import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Where `make up` keeps the native stack; STACK_RUN_DIR puts another one elsewhere (the tests).

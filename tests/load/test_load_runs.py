@@ -125,3 +125,22 @@ def test_unary_traffic_keeps_flowing_while_many_streams_sit_idle(
     assert counts[("unary", "GetUser")][0] >= 0.5 * paced, (
         f"{counts[('unary', 'GetUser')]} of ~{paced} paced calls"
     )
+
+
+def test_a_clean_run_with_worker_processes_has_no_failures(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    """A failure in a clean run must mean something: with several processes, each lists the
+    users to read when it starts — none may be one another process's writers delete later."""
+    run = load(
+        server,
+        credentials,
+        tmp_path,
+        otlp_receiver,
+        processes=2,
+        seconds=12,
+        users=16,
+        LOAD_MIX="get=4,lookup=2,create=4,delete=4",
+    )
+    assert run.returncode == 0, run.output
+    assert run.failures() == {}, run.output

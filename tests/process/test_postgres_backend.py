@@ -14,12 +14,13 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from devkit.otlp_receiver import OtlpReceiver
 from devkit.postgres import PostgresCluster
-from devkit.processes import ServerProcess, free_port
+from devkit.processes import ServerProcess
 from scripts.stack.probes import login
 from tests.process.conftest import cli
 from tests.process.test_trace_export import _child, _trace_of
 from user_service.client import bearer
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.listening import free_port
 
 
 @pytest.fixture

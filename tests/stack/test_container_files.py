@@ -26,12 +26,13 @@ import yaml
 from bench.memory import POOL_SIZE, POSTGRES_SETTINGS
 from bench.memory import REPLICAS as MEASURED_REPLICAS
 from devkit.dev_credentials import write_dev_credentials
-from devkit.processes import ServerProcess, free_port
+from devkit.processes import ServerProcess
 from loadtest.settings import DEV_SECRETS
 from scripts.stack.observe import eventually
 from tests.conftest import require_tool
 from tests.stack.conftest import env_versions
 from user_service.config import ServerSettings
+from user_service.listening import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"

@@ -11,10 +11,10 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from devkit.processes import free_port
 from tests.conftest import create_user
 from user_service.config import ServerSettings
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.listening import free_port
 from user_service.server import SERVICE_NAME, RunningServer, start_server
 from user_service.telemetry.setup import setup_telemetry
 
