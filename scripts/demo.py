@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from devkit.dev_credentials import DevCredentials, ensure_dev_credentials
+from loadtest.report import read_rows
 from scripts.stack.engine import StackRefusedError, choose_engine, up
 from scripts.stack.native import NativeStack
 from scripts.stack.observe import Jaeger, Prometheus, end_to_end_trace, eventually, format_tree
@@ -116,7 +117,8 @@ def _summary(plan: StackPlan, prometheus: Prometheus, jaeger: Jaeger) -> None:
     # scrape after it), divided by the run's length, is the run's rate.
     window = LOAD_SECONDS + 15
     print(f"\n-- as Prometheus saw it ({plan.prometheus_url}; the run's {LOAD_SECONDS} s):")
-    _print_server_view(prometheus, window)
+    server_p50 = _print_server_view(prometheus, window)
+    _print_generator_overhead(server_p50, DEMO_REPORTS / "locust_stats.csv")
     traces = jaeger.traces("user-service-loadgen", limit=10_000)
     print(f"\n-- in Jaeger ({plan.jaeger_url}/api/traces?service=user-service-loadgen): {len(traces)} traces")
     example = eventually(lambda: end_to_end_trace(jaeger), timeout=15)
@@ -126,7 +128,8 @@ def _summary(plan: StackPlan, prometheus: Prometheus, jaeger: Jaeger) -> None:
     _print_slowest_exemplar(prometheus, jaeger, plan, window)
 
 
-def _print_server_view(prometheus: Prometheus, window: int) -> None:
+def _print_server_view(prometheus: Prometheus, window: int) -> dict[str, float]:
+    """The run per RPC as the server measured it; returns each method's p50 in seconds."""
     selector = 'grpc_service="user.v1.UserService"'
     rates = prometheus.query(
         "sum by (grpc_type, grpc_method)"
@@ -161,6 +164,19 @@ def _print_server_view(prometheus: Prometheus, window: int) -> None:
             for sample in sorted(per_replica, key=lambda s: s["metric"]["instance"])
         )
         print(f"   req/s per replica: {spread}")
+    return quantiles[0.5]
+
+
+def _print_generator_overhead(server_p50: dict[str, float], stats_csv: Path) -> None:
+    """How much of a latency Locust reports is the load generator's own: its p50 of each unary
+    method beside the server's p50 of the same calls (issue 19 measures and shrinks the gap)."""
+    rows = [row for row in read_rows(stats_csv)[0] if row.type == "unary" and row.name in server_p50]
+    if not rows:
+        return
+    print("\n-- how much of Locust's p50 is the load generator's own (Locust p50 - server p50):")
+    for row in sorted(rows, key=lambda row: row.name):
+        server = server_p50[row.name] * 1000
+        print(f"   {row.name:<20}{row.p50:>8.1f} - {server:5.1f} = {row.p50 - server:6.1f} ms")
 
 
 def _print_slowest_exemplar(prometheus: Prometheus, jaeger: Jaeger, plan: StackPlan, window: int) -> None:

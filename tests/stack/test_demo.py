@@ -4,6 +4,7 @@ ports, a temporary folder), stopped afterwards."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def test_make_demo_runs_the_stack_and_reports_what_it_saw(tmp_path: Path) -> Non
     assert "gate passed" in out, "the Locust table and its gate"
     assert "as Prometheus saw it" in out
     assert "   unary         GetUser" in out, "per-RPC rates and quantiles from Prometheus"
+    overhead = out.split("how much of Locust's p50 is the load generator's own")[1]
+    assert re.search(r"^   GetUser +[\d.]+ - +[\d.]+ = +-?[\d.]+ ms$", overhead, re.MULTILINE), overhead
     assert "load generator → server → store" in out
     assert "user-service-loadgen   client   /user.v1.UserService/" in out, "a trace printed as a tree"
     assert "the slowest exemplar" in out
