@@ -21,7 +21,7 @@ from functools import partial
 
 from devkit.dev_credentials import ensure_dev_credentials
 from scripts.faults import edit, flags_file, turn_off, turn_on
-from scripts.incident import BASELINE_SECONDS, POLL_SECONDS, STORIES, Stack, Story, background_load
+from scripts.incident import BASELINE_SECONDS, POLL_SECONDS, Stack, Story, background_load, runnable
 from scripts.stack.observe import Jaeger, Prometheus, eventually
 from scripts.stack.plan import REPO, StackPlan
 
@@ -38,8 +38,8 @@ class Round:
 
 def plan(seed: int, faults: int, replicas: int) -> list[Story]:
     """``faults`` stories in an order the seed fixes (those the stack can run)."""
-    runnable = sorted((s for s in STORIES.values() if s.needs_replicas <= replicas), key=lambda s: s.name)
-    return random.Random(seed).sample(runnable, min(faults, len(runnable)))
+    dealt = sorted(runnable(replicas), key=lambda story: story.name)
+    return random.Random(seed).sample(dealt, min(faults, len(dealt)))
 
 
 def firing(prometheus: Prometheus) -> set[str]:

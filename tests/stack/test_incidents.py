@@ -102,3 +102,4 @@ def test_a_gameday_draws_distinct_faults_in_the_order_its_seed_fixes() -> None:
     assert len({story.name for story in gameday.plan(7, 4, replicas=2)}) == 4
     assert {story.name for story in gameday.plan(1, 99, replicas=2)} == set(incident.STORIES)
     assert all(story.needs_replicas == 1 for story in gameday.plan(3, 99, replicas=1))
+    assert "not-ready" not in {story.name for story in incident.runnable(1)}  # `make incident` skips it
