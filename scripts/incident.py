@@ -147,7 +147,7 @@ STORIES = {
 
 
 class StoryFailedError(Exception):
-    pass
+    """A step of a story missed its bound, or the story cannot start; the message says which."""
 
 
 @dataclass

@@ -86,8 +86,8 @@ class ReplicaFaults:
         busy = HOG_PERIOD_SECONDS * hog.busy_ratio
         while True:
             until = time.perf_counter() + busy
-            while time.perf_counter() < until:
-                pass
+            while time.perf_counter() < until:  # the hog itself: holds the loop and the core
+                continue
             await asyncio.sleep(HOG_PERIOD_SECONDS - busy)
 
 

@@ -88,6 +88,8 @@ class StoreHooks(Protocol):
 
 
 class NoStoreHooks:
+    """No hooks: a store opened by tests or tools, or by a server with metrics and flags off."""
+
     def statement_delay(self) -> float:
         return 0.0
 
@@ -95,7 +97,7 @@ class NoStoreHooks:
         return None
 
     def connection_waited(self, seconds: float) -> None:
-        pass
+        """Nothing to tell: no telemetry."""
 
 
 NO_STORE_HOOKS: StoreHooks = NoStoreHooks()

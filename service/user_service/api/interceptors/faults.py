@@ -50,6 +50,7 @@ class FaultInjectionInterceptor(HandlerWrappingInterceptor):
                     )
             response = await behavior(request, context)
             if writes and faults.feed_stall is not None:
+                # A zero-length span: the moment the write's event was held back, naming the flag.
                 with observer.injected(faults.feed_stall.flag, "event held"):
                     pass
             return response
