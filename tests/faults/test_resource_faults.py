@@ -216,17 +216,20 @@ def test_a_memory_leak_grows_to_its_bound_and_is_given_back_when_off(
 def test_a_cpu_hog_holds_the_replica_core_while_on(
     start: Callable[[str], ServerProcess], credentials: DevCredentials, flags_file: Path
 ) -> None:
-    """busy90: the replica's process burns ~90 % of a core doing nothing useful, while calls are
-    still answered (later); off, it is idle again."""
+    """busy90: the replica's process burns most of a core (~90 % when it has one to itself) doing
+    nothing useful, while calls are still answered (later); off, it is idle again."""
     server = start("a")
     metadata = admin(server, credentials)
     switch(flags_file, "userServiceCpuHog", "busy90")
     wait_in_effect(server, "userServiceCpuHog", "busy90")
-    assert _cpu_share(server) >= 0.6
+    # Shares, not a figure: on a machine busy with other work the hog still gets its turns.
+    hogging = _cpu_share(server)
+    assert hogging >= 0.3, hogging
     list_users(server, metadata)  # answered, between the spins
     switch(flags_file, "userServiceCpuHog", None)
     wait_in_effect(server, "userServiceCpuHog", "off")
-    assert _cpu_share(server) <= 0.3
+    idle = _cpu_share(server)
+    assert idle < hogging / 3, (idle, hogging)
 
 
 def _cpu_share(server: ServerProcess, seconds: float = 2.0) -> float:
