@@ -95,8 +95,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /app
 
-# Locust runs from /app so that `import loadtest` resolves (Locust puts the working directory on
-# sys.path) and so does the development credentials' relative path, .dev/credentials/, where
+# Locust runs from /app so that `import loadtest` resolves (`python -m loadtest`: Locust with
+# threads unpatched, see loadtest/__main__.py) and so does the development credentials' relative path, .dev/credentials/, where
 # compose mounts the client secrets.
 FROM python-runtime AS load-generator
 COPY --from=build-load /app/.venv /app/.venv
@@ -104,7 +104,7 @@ COPY loadtest/ loadtest/
 USER 10001:10001
 # 8089: web UI of the master; 5557: where the master listens for its workers.
 EXPOSE 8089 5557
-CMD ["locust", "-f", "loadtest/locustfile.py"]
+CMD ["python", "-m", "loadtest", "-f", "loadtest/locustfile.py"]
 
 FROM python-runtime AS user-service
 COPY --from=build /app/.venv /app/.venv

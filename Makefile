@@ -113,7 +113,7 @@ REPORT_DIR ?= reports/load
 LOAD_ENV := USER_SERVICE_TARGET=$(TARGET) \
 	OTEL_TRACES_SAMPLER=$(or $(OTEL_TRACES_SAMPLER),parentbased_traceidratio) \
 	OTEL_TRACES_SAMPLER_ARG=$(or $(OTEL_TRACES_SAMPLER_ARG),0.01)
-LOCUST := $(BIN)/locust -f loadtest/locustfile.py
+LOCUST := $(BIN)/python -m loadtest -f loadtest/locustfile.py
 
 load-credentials:
 	@test -n "$${USER_SERVICE_CLIENT_SECRET:-}" || test -f $(DEV_DIR)/credentials/client-secrets.json \
@@ -142,8 +142,9 @@ bench-workers: setup tools ## scale-out: 1 vs 2 workers on SQLite and PostgreSQL
 bench-drivers: setup ## asyncpg vs psycopg 3 on this service's queries (why the PostgreSQL store uses asyncpg)
 	$(BIN)/python -m bench.postgres_drivers
 
-bench-load: setup ## load generator capacity: requests per Locust core vs the documented pattern, streams held
+bench-load: setup tools ## load generator: requests per Locust core vs the documented pattern, streams held; Locust's latency beside ghz's and the server's
 	$(BIN)/python -m bench.load_generator
+	$(BIN)/python -m bench.load_fidelity
 
 bench-memory: setup ## peak memory of every compose component under the demo's load, run natively (bench/results/memory.json; compose's limits rest on it)
 	scripts/install-tools.sh stack && scripts/install-tools.sh bench

@@ -1,93 +1,19 @@
-"""The Locust users the capacity benchmark compares (run by Locust only: never imported here).
-
-``DocumentedPatternUser`` is the pattern Locust's documentation shows for gRPC: a channel
-per user, a client interceptor that times each call and fires the request event, a
-blocking stub. ``ProjectGetUser`` and ``ProjectSubscriber`` are this project's users
-(``loadtest.grpc_user``) doing the same work. Every user runs flat out (no wait): the
-benchmark divides requests by the CPU seconds the generator used.
+"""This project's Locust users as the capacity benchmark runs them (by ``python -m loadtest``,
+threads unpatched; never imported here): ``ProjectGetUser`` and ``ProjectSubscriber`` are
+``loadtest.grpc_user``'s, flat out — the benchmark divides requests by the CPU seconds the
+generator used. ``bench/documented_pattern.py`` holds the users they are compared with.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import time
-from pathlib import Path
-from typing import Any
+from locust import constant, task
 
-import gevent
-import grpc
-from locust import User, constant, events, task
-from locust.env import Environment
-
+import bench.locust_window  # noqa: F401  (registers the measured window)
 from loadtest.grpc_user import GrpcUser
 from loadtest.locustfile import Subscriber
-from user_service.client import bearer
-from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
+from user_service.gen.user.v1 import user_pb2
 
 REQUEST = user_pb2.GetUserRequest(id=1)
-# The service needs a token on every call; the documented pattern sends one too, for fairness.
-TOKEN = bearer("constant")
-
-
-@events.test_start.add_listener  # type: ignore[untyped-decorator]
-def _measure_window(environment: Environment, **_: Any) -> None:
-    """Counts requests and this process's CPU seconds over a steady window (after
-    ``BENCH_WARMUP`` s, for ``BENCH_DURATION`` s) and writes them to ``BENCH_WINDOW``:
-    measured inside Locust, so the count and the CPU cover exactly the same interval."""
-    path = os.environ.get("BENCH_WINDOW")
-    if not path:
-        return
-
-    def measure() -> None:
-        gevent.sleep(float(os.environ["BENCH_WARMUP"]))
-        cpu, requests = time.process_time(), environment.stats.total.num_requests
-        gevent.sleep(float(os.environ["BENCH_DURATION"]))
-        window = {
-            "cpu": time.process_time() - cpu,
-            "requests": environment.stats.total.num_requests - requests,
-        }
-        Path(path).write_text(json.dumps(window))
-
-    gevent.spawn(measure)
-
-
-class _TimingInterceptor(grpc.UnaryUnaryClientInterceptor):
-    def __init__(self, environment: Environment) -> None:
-        self._fire = environment.events.request.fire
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        started = time.perf_counter()
-        error = None
-        response = continuation(details, request)
-        try:
-            response.result()
-        except grpc.RpcError as failed:
-            error = failed
-        self._fire(  # type: ignore[no-untyped-call]
-            request_type="grpc",
-            name=details.method,
-            response_time=(time.perf_counter() - started) * 1000,
-            response_length=0,
-            exception=error,
-            context=None,
-        )
-        return response
-
-
-class DocumentedPatternUser(User):
-    wait_time = constant(0)
-
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(environment)
-        channel = grpc.intercept_channel(
-            grpc.insecure_channel(self.host or ""), _TimingInterceptor(environment)
-        )
-        self._stub = user_pb2_grpc.UserServiceStub(channel)
-
-    @task
-    def get_user(self) -> None:
-        self._stub.GetUser(REQUEST, metadata=TOKEN, timeout=10)
 
 
 class ProjectGetUser(GrpcUser):
@@ -95,10 +21,7 @@ class ProjectGetUser(GrpcUser):
 
     @task
     def get_user(self) -> None:
-        users, timeout = self.connection.users, self.connection.timeout
-        self.call(
-            "unary", "GetUser", lambda metadata: users.GetUser(REQUEST, metadata=metadata, timeout=timeout)
-        )
+        self.unary("GetUser", REQUEST)
 
 
 class ProjectSubscriber(Subscriber):

@@ -50,7 +50,7 @@ from scripts.stack.native import NativeStack
 from scripts.stack.plan import REPO, StackPlan, StackPorts
 from user_service.listening import free_port
 
-LOCUST = str(Path(sys.executable).with_name("locust"))
+LOCUST = (sys.executable, "-m", "loadtest")  # as the image runs it
 RESULTS = REPO / "bench/results/memory.json"
 # As docker-compose.yml runs them (tests/stack/test_memory_budget.py checks these match).
 POSTGRES_SETTINGS = ("shared_buffers=16MB", "max_connections=40")
@@ -210,7 +210,7 @@ def _load(
     }
     subprocess.run([sys.executable, "-m", "loadtest.seed"], env=env, check=True, timeout=120, cwd=REPO)
     master_port = free_port()
-    common = [LOCUST, "-f", "loadtest/locustfile.py"]
+    common = [*LOCUST, "-f", "loadtest/locustfile.py"]
     log = open(scratch / "locust.log", "wb")  # noqa: SIM115 - both processes write it until they exit
     master = psutil.Popen(
         [

@@ -1,4 +1,5 @@
-"""A minimal OTLP/gRPC trace receiver: keeps the spans it is sent, for the demo, tests and bench.
+"""A minimal OTLP/gRPC receiver: keeps the spans it is sent (and accepts metrics, counting their
+exports), for the demo, tests and bench.
 
 It speaks the real protocol (opentelemetry.proto TraceService/Export), so whatever
 reaches it went through the real SDK exporter. Run standalone it prints a summary:
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
+from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
@@ -71,17 +73,33 @@ class _TraceService(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
+class _MetricsService(metrics_service_pb2_grpc.MetricsServiceServicer):
+    """Accepts metric exports (so an exporter sending them sees success), counting them."""
+
+    def __init__(self, receiver: OtlpReceiver) -> None:
+        self._receiver = receiver
+
+    def Export(
+        self, request: metrics_service_pb2.ExportMetricsServiceRequest, context: grpc.ServicerContext
+    ) -> metrics_service_pb2.ExportMetricsServiceResponse:
+        with self._receiver._lock:
+            self._receiver.metric_exports += 1
+        return metrics_service_pb2.ExportMetricsServiceResponse()
+
+
 class OtlpReceiver:
     """Listens on a loopback port; ``endpoint`` is what OTEL_EXPORTER_OTLP_ENDPOINT takes."""
 
     def __init__(self, port: int = 0, keep_spans: bool = True) -> None:
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(_TraceService(self), self._server)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(_MetricsService(self), self._server)
         self.port = self._server.add_insecure_port(f"127.0.0.1:{port}")
         self._keep = keep_spans
         self._lock = threading.Lock()
         self._spans: list[ReceivedSpan] = []
         self.count = 0
+        self.metric_exports = 0
 
     @property
     def endpoint(self) -> str:
@@ -121,7 +139,7 @@ def main() -> None:
     with OtlpReceiver(args.port, keep_spans=False) as receiver:
         print(f"receiving OTLP traces on {receiver.endpoint}", flush=True)
         stop.wait()
-    print(f"received {receiver.count} spans", flush=True)
+    print(f"received {receiver.count} spans, {receiver.metric_exports} metric exports", flush=True)
 
 
 if __name__ == "__main__":

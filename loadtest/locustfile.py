@@ -1,12 +1,13 @@
 """The load: a read-heavy CRUD mix, pagination walks, client and bidi streams, and
 subscribers holding ``SubscribeUsers`` open while the writes happen.
 
-    locust -f loadtest/locustfile.py            # or: make load / make load-ui
+    python -m loadtest -f loadtest/locustfile.py     # Locust, threads unpatched; or make load / load-ui
 
 ``CrudUser`` runs the mix in ``LOAD_MIX`` (relative weights), paced by
-``LOAD_USER_RPS`` calls per second per user (``constant_throughput``): a generator that
-runs flat out measures its own queueing, not the service. Readers ask for users that
-exist (``loadtest.seed`` makes them); writers update and delete only what they created.
+``LOAD_USER_RPS`` calls per second per user, each user at a phase of its own
+(``loadtest.pacing``): a generator that runs flat out, or whose users call in step, measures
+its own queueing, not the service. Readers ask for users that exist (``loadtest.seed`` makes
+them); writers update and delete only what they created.
 ``Subscriber`` (``LOAD_SUBSCRIBERS`` per worker process) holds one live subscription and
 reports, per event, the time from its commit to its receipt.
 
@@ -16,6 +17,7 @@ slow consumers among the subscribers, a traffic spike of the users.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 import uuid
@@ -27,10 +29,12 @@ from locust import constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-from loadtest import metrics
+from loadtest import messages, metrics
 from loadtest.flags import NO_LOAD_FAULTS, LoadFaults, LoadFlags, TrafficSpike
-from loadtest.grpc_user import GrpcStatusError, GrpcUser
+from loadtest.grpc_user import GrpcStatusError, GrpcUser, Outcome
+from loadtest.pacing import paced
 from loadtest.settings import LoadSettings
+from loadtest.tracing import Metadata
 from user_service.gen.user.v1 import user_pb2
 
 SETTINGS = LoadSettings()
@@ -49,11 +53,13 @@ class _Process:
 
 @events.init.add_listener  # type: ignore[untyped-decorator]
 def _on_init(environment: Environment, **_: Any) -> None:
-    """The load flags (when LOAD_FLAGS_FILE names a file), this process's metrics; the process
-    that decides the user count (the master, or the only one) follows the traffic spike flag."""
+    """The load flags (when LOAD_FLAGS_FILE names a file), this process's metrics and message
+    counts; the process that decides the user count (the master, or the only one) follows the
+    traffic spike flag."""
     if SETTINGS.flags_file is not None:
         _Process.flags = LoadFlags(SETTINGS.flags_file)
     metrics.attach(environment, _Process.flags)
+    messages.attach(environment)
     if _Process.flags is not None and not isinstance(environment.runner, WorkerRunner):
         gevent.spawn(_traffic_spikes, environment, _Process.flags)
 
@@ -83,7 +89,11 @@ def _new_user() -> user_pb2.CreateUserRequest:
 
 
 class CrudUser(GrpcUser):
-    wait_time = constant_throughput(SETTINGS.user_rps)
+    # LOAD_PACING=locust: Locust's own constant_throughput, whose users call in step (kept for
+    # `make bench-load`, which measures what that costs).
+    wait_time = (
+        constant_throughput(SETTINGS.user_rps) if SETTINGS.pacing == "locust" else paced(SETTINGS.user_rps)
+    )
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,12 +128,16 @@ class CrudUser(GrpcUser):
         answered in order (existing ids: the server never ends the stream early, so the
         client never writes into a finished one — grpc#36066)."""
         ids = [self._existing_id() for _ in range(SETTINGS.lookup_size)]
-        with self.measure("bidi_stream", "LookupUsers") as outcome:
-            requests = (user_pb2.GetUserRequest(id=user_id) for user_id in ids)
-            answers = self.connection.users.LookupUsers(
-                requests, metadata=self.connection.tokens.metadata(), timeout=self.connection.timeout
-            )
-            outcome.messages = sum(1 for _ in answers)
+        users, timeout = self.connection.users, self.connection.timeout
+
+        async def lookup(metadata: Metadata, outcome: Outcome) -> None:
+            requests = [user_pb2.GetUserRequest(id=user_id) for user_id in ids]
+            outcome.messages = 0
+            async for answer in users.LookupUsers(iter(requests), metadata=metadata, timeout=timeout):
+                outcome.messages += 1
+                outcome.size += answer.ByteSize()
+
+        self.stream("bidi_stream", "LookupUsers", lookup)
 
     @task(SETTINGS.task_weights().get("create", 0))
     def create_user(self) -> None:
@@ -154,23 +168,25 @@ class CrudUser(GrpcUser):
     @task(SETTINGS.task_weights().get("batch", 0))
     def batch_create(self) -> None:
         """Client stream: ``LOAD_BATCH_SIZE`` users in one call."""
-        with self.measure("client_stream", "BatchCreateUsers") as outcome:
-            requests = (_new_user() for _ in range(SETTINGS.batch_size))
-            response = self.connection.users.BatchCreateUsers(
-                requests, metadata=self.connection.tokens.metadata(), timeout=self.connection.timeout
-            )
-            outcome.messages = SETTINGS.batch_size
-            self.created.extend(result.user.id for result in response.results if result.HasField("user"))
+        users, timeout, created = self.connection.users, self.connection.timeout, self.created
+
+        async def batch(metadata: Metadata, outcome: Outcome) -> None:
+            requests = [_new_user() for _ in range(SETTINGS.batch_size)]
+            response = await users.BatchCreateUsers(iter(requests), metadata=metadata, timeout=timeout)
+            outcome.messages, outcome.size = SETTINGS.batch_size, response.ByteSize()
+            created.extend(result.user.id for result in response.results if result.HasField("user"))
+
+        self.stream("client_stream", "BatchCreateUsers", batch)
 
 
 class Subscriber(GrpcUser):
-    """Holds one live ``SubscribeUsers`` stream, read in its own greenlet.
+    """Holds one live ``SubscribeUsers`` stream, read by a task on the process's loop.
 
     Rows it reports (``server_stream``): ``SubscribeUsers delivery`` — per event, commit to
-    receipt; ``SubscribeUsers first event`` — open to first event; ``SubscribeUsers stream``
-    — each stream's lifetime, its message count as the response length, and as a failure
-    when the server ended it (cut off, shutdown, expiry: it is then resumed from the last
-    event received, so nothing is missed).
+    receipt; ``SubscribeUsers first event`` — open to first event; ``SubscribeUsers stream`` —
+    each stream's lifetime (its events as its messages, their bytes as its size), and as a
+    failure when the server ended it (cut off, shutdown, expiry: it is then resumed from the
+    last event received, so nothing is missed).
     """
 
     # Taken out of the run's USERS: USERS=20 with 4 subscribers leaves 16 CRUD users.
@@ -180,76 +196,77 @@ class Subscriber(GrpcUser):
 
     def on_start(self) -> None:
         super().on_start()
-        self._stopping = False
-        self._stream: Any = None
-        self._reader = gevent.spawn(self._follow)
+        self._reader = self.connection.hub.start(self._follow())
 
     def on_stop(self) -> None:
-        """Cancels the stream (a greenlet blocked in grpc cannot simply be killed) and
-        waits for the reader to report it."""
-        self._stopping = True
-        if self._stream is not None:
-            self._stream.cancel()
-        self._reader.join(timeout=5)
+        """Cancels the reader and waits for it to report its stream."""
+        self._reader.cancel()
+        self.connection.hub.wait(self._reader, timeout=5)
 
     @task
     def hold(self) -> None:
-        """The work happens in the reader greenlet; the task only keeps the user alive."""
+        """The work happens in the reader task; the task only keeps the user alive."""
 
-    def _follow(self) -> None:
+    async def _follow(self) -> None:
         since: int | None = None
-        while not self._stopping:
-            since = self._one_stream(since)
+        while True:
+            since = await self._one_stream(since)
 
-    def _one_stream(self, since: int | None) -> int | None:
+    async def _one_stream(self, since: int | None) -> int | None:
         request = user_pb2.SubscribeUsersRequest()
         if since is not None:
             request.since_event_id = since
         opened = time.perf_counter()
-        received = 0
+        received = received_bytes = 0
         error: Exception | None = None
-        stream = self._stream = self.connection.streams.SubscribeUsers(
-            request, metadata=self.connection.tokens.metadata(), timeout=STREAM_SECONDS
+        stream = self.connection.streams.SubscribeUsers(
+            request, metadata=await self.connection.tokens.metadata(), timeout=STREAM_SECONDS
         )
         fire = self._fire  # per event: the generator's streaming hot path
         slow_one: bool | None = None  # drawn once per stream, when slow consumers are on
         try:
-            for event in stream:
+            async for event in stream:
+                now = time.time()
                 slow = _Process.load_faults().slow_consumers
                 if slow is not None:  # a slow consumer takes this long over each event
                     if slow_one is None:
                         slow_one = slow.is_slow()
                     if slow_one:
-                        gevent.sleep(slow.delay_seconds)
-                now = time.time()
+                        await asyncio.sleep(slow.delay_seconds)
+                        now = time.time()
+                size = event.ByteSize()
                 if received == 0:
                     self.report(
-                        "server_stream", "SubscribeUsers first event", (time.perf_counter() - opened) * 1000
+                        "server_stream",
+                        "SubscribeUsers first event",
+                        (time.perf_counter() - opened) * 1000,
+                        size,
                     )
                 received += 1
+                received_bytes += size
                 committed = event.event_time.seconds + event.event_time.nanos / 1e9
                 fire(  # type: ignore[no-untyped-call]
                     request_type="server_stream",
                     name="SubscribeUsers delivery",
                     response_time=max(0.0, now - committed) * 1000,
-                    response_length=1,
+                    response_length=size,
                     exception=None,
                     context=None,
                 )
                 since = event.event_id
-        except grpc.RpcError as failed:
+        except grpc.aio.AioRpcError as failed:
             code = failed.code()
-            planned_end = code == grpc.StatusCode.DEADLINE_EXCEEDED or self._stopping
-            if not planned_end:
+            if code != grpc.StatusCode.DEADLINE_EXCEEDED:  # the planned end of a held stream
                 error = GrpcStatusError(code)
                 if code == grpc.StatusCode.UNAUTHENTICATED:
                     self.connection.tokens.expire()
-                gevent.sleep(0.5)  # then resume from `since`: nothing is missed
-        finally:
+                await asyncio.sleep(0.5)  # then resume from `since`: nothing is missed
+        finally:  # also when cancelled (the user stopping): its stream ends, as planned
             self.report(
                 "server_stream",
                 "SubscribeUsers stream",
                 (time.perf_counter() - opened) * 1000,
+                received_bytes,
                 received,
                 error,
             )

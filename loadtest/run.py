@@ -25,7 +25,7 @@ from loadtest.settings import LoadSettings
 from user_service.config import ClientSettings
 from user_service.listening import free_port
 
-LOCUST = str(Path(sys.executable).with_name("locust"))
+LOCUST = (sys.executable, "-m", "loadtest")  # Locust with threads unpatched (loadtest/__main__.py)
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 # Locust puts its working directory on sys.path: the locustfile's `import loadtest` needs the
 # folder above the package.
@@ -35,7 +35,8 @@ WORKDIR = LOCUSTFILE.parents[1]
 def locust_command(args: argparse.Namespace) -> list[str]:
     port = free_port()
     command = [
-        *(LOCUST, "-f", str(LOCUSTFILE), "--headless", "--only-summary"),
+        *LOCUST,
+        *("-f", str(LOCUSTFILE), "--headless", "--only-summary"),
         *("--users", str(args.users), "--spawn-rate", str(args.spawn_rate), "--run-time", args.run_time),
         *("--processes", str(args.processes), "--stop-timeout", "5", "--exit-code-on-error", "0"),
         # The master and its forked workers talk over a port of their own, not Locust's fixed

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +32,12 @@ class LoadSettings(BaseSettings):
         description="Relative weights of the CRUD user's tasks (name=weight, comma separated).",
     )
     user_rps: Annotated[float, Field(gt=0)] = Field(
-        10.0, description="Calls per second each CRUD user makes (Locust's constant_throughput)."
+        10.0, description="Calls per second each CRUD user makes (loadtest.pacing)."
+    )
+    pacing: Literal["phased", "locust"] = Field(
+        "phased",
+        description="phased: each user at a phase of its own (loadtest.pacing); locust: Locust's"
+        " constant_throughput, whose users call in step — for the fidelity benchmark.",
     )
     subscribers: Annotated[int, Field(ge=0)] = Field(
         4, description="Users (out of the run's USERS) that each hold a SubscribeUsers stream open."

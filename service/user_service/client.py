@@ -71,10 +71,14 @@ def open_channel(
 
 
 def open_aio_channel(
-    settings: ClientSettings, interceptors: Sequence[grpc.aio.ClientInterceptor] = ()
+    settings: ClientSettings,
+    interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    *,
+    dedicated: bool = False,
+    fixed_window: bool = False,
 ) -> grpc.aio.Channel:
     """The same as ``open_channel``, for asyncio clients."""
-    options = channel_options()
+    options = channel_options(dedicated=dedicated, fixed_window=fixed_window)
     credentials = channel_credentials(settings)
     if credentials is None:
         return grpc.aio.insecure_channel(settings.target, options=options, interceptors=interceptors)

@@ -126,7 +126,7 @@ def _start_locust(
         "LOAD_SUBSCRIBERS": "0",
         "LOAD_FLAGS_FILE": str(flags_file),
     }
-    command = [str(Path(PYTHON).with_name("locust")), "-f", "loadtest/locustfile.py", "--headless"]
+    command = [PYTHON, "-m", "loadtest", "-f", "loadtest/locustfile.py", "--headless"]
     command += ["--users", str(users), "--spawn-rate", str(users), "--run-time", f"{seconds}s"]
     command += ["--csv", str(report / "locust"), "--only-summary"]
     return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,15 +8,23 @@ monkey-patch this test process for gevent.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+import grpc
 import psutil
 
 from devkit.dev_credentials import DevCredentials
 from devkit.otlp_receiver import OtlpReceiver
 from devkit.processes import ServerProcess
-from tests.load.conftest import EVERY_SCENARIO, load
+from loadtest.report import read_rows
+from loadtest.seed import is_seeded
+from loadtest.settings import LoadSettings
+from tests.load.conftest import EVERY_SCENARIO, REPO, load
+from user_service.client import bearer, login
+from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 
 
 def test_a_run_exercises_every_scenario_and_agrees_with_the_server(
@@ -42,6 +50,38 @@ def test_a_run_exercises_every_scenario_and_agrees_with_the_server(
         )
         seen -= 1 if method == "BatchCreateUsers" else 0  # the seed step's batch
         assert abs(seen - locust) <= max(2, locust * 0.02), f"{method}: Locust {locust}, server {seen}"
+
+
+def test_sizes_are_payload_bytes_and_messages_per_call_are_counted(
+    server: ServerProcess, credentials: DevCredentials, tmp_path: Path, otlp_receiver: OtlpReceiver
+) -> None:
+    """Locust's size column once held message counts (1, 5, 10) under "Average size (bytes)";
+    it holds the serialized bytes received now, and the messages are a column of our own."""
+    run = load(server, credentials, tmp_path, otlp_receiver, LOAD_LOOKUP_SIZE="3", LOAD_BATCH_SIZE="7")
+    assert run.returncode == 0, run.output
+    rows = {(row.type, row.name): row for row in read_rows(tmp_path / "locust_stats.csv")[0]}
+    # Readers ask for seeded users; every one of their GetUser answers has one of these sizes.
+    with grpc.insecure_channel(server.target) as channel:
+        token = login(channel, *credentials.secrets["admin"])
+        seeded = user_pb2_grpc.UserServiceStub(channel).ListUsers(
+            user_pb2.ListUsersRequest(page_size=100), metadata=bearer(token), timeout=5
+        )
+    answers = [user_pb2.GetUserResponse(user=user).ByteSize() for user in seeded.users if is_seeded(user)]
+    get_user = rows[("unary", "GetUser")]
+    assert min(answers) <= get_user.bytes_per_request <= max(answers), (get_user, answers)
+    assert get_user.messages_per_request == 1
+    assert rows[("bidi_stream", "LookupUsers")].messages_per_request == 3
+    assert 3 * min(answers) <= rows[("bidi_stream", "LookupUsers")].bytes_per_request <= 3 * max(answers)
+    assert rows[("client_stream", "BatchCreateUsers")].messages_per_request == 7
+    delivery, streams = (
+        rows[("server_stream", "SubscribeUsers delivery")],
+        rows[("server_stream", "SubscribeUsers stream")],
+    )
+    assert delivery.bytes_per_request > 20
+    assert delivery.messages_per_request == 1
+    assert streams.messages_per_request == delivery.requests / streams.requests
+    assert "bytes" in run.output
+    assert "msgs" in run.output
 
 
 def test_traces_start_at_the_load_generator(
@@ -144,3 +184,20 @@ def test_a_clean_run_with_worker_processes_has_no_failures(
     )
     assert run.returncode == 0, run.output
     assert run.failures() == {}, run.output
+    # Messages are counted in the workers and summed in the master (Locust's worker reports).
+    lookups = {(row.type, row.name): row for row in read_rows(tmp_path / "locust_stats.csv")[0]}[
+        ("bidi_stream", "LookupUsers")
+    ]
+    assert lookups.messages_per_request == LoadSettings().lookup_size, lookups
+
+
+def test_plain_locust_refuses_to_start_and_names_the_command_to_use() -> None:
+    """Plain `locust` patches threads, so grpc.aio's poller would be a greenlet and every call
+    would hang: the locustfile stops it at once, naming `python -m loadtest`."""
+    locust = str(Path(sys.executable).with_name("locust"))
+    ran = subprocess.run(
+        [locust, "-f", "loadtest/locustfile.py", "--headless", "-t", "1s"],
+        cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert ran.returncode != 0
+    assert "python -m loadtest" in ran.stdout + ran.stderr

@@ -51,8 +51,22 @@ def test_load_generator_benchmark_reports_ratios_to_the_documented_pattern() -> 
         *("--duration", "3", "--warmup", "3", "--rounds", "1", "--held-streams", "20"),
     )
     assert any(line.startswith("documented pattern") and line.endswith("1.00x") for line in report)
-    assert any(line.startswith("this project: GrpcUser") and line.endswith("x") for line in report)
+    assert any(
+        line.startswith("this project: grpc.aio on gevent's hub") and line.endswith("x") for line in report
+    )
+    assert any(line.startswith("  + its telemetry: metrics, 1 % traced") for line in report)
+    assert any(line.startswith("OTLP receiver: received") for line in report), "the telemetry cases exported"
     assert any("20 streams held" in line for line in report)
+
+
+def test_fidelity_benchmark_sets_locust_beside_ghz_and_the_server() -> None:
+    require_tool("ghz")
+    report = _report(
+        "bench.load_fidelity", *("--rate", "100", "--users", "10", "--seconds", "3", "--rounds", "1")
+    )
+    for client in ("ghz", "Locust, phased users", "Locust, constant_throughput"):
+        assert any(line.startswith(client) for line in report), client
+    assert any(line.startswith("Locust (phased users) vs ghz: p50") for line in report)
 
 
 def test_postgres_driver_benchmark_compares_asyncpg_with_psycopg(postgres_cluster: object) -> None:

@@ -41,7 +41,7 @@ COLLECTOR_DOCKERFILE = REPO / "otel-collector/Dockerfile"
 DOCKERIGNORE = REPO / ".dockerignore"
 ENV_FILE = REPO / ".env"
 VENV_BIN = Path(sys.executable).parent
-LOCUST = str(VENV_BIN / "locust")
+LOCUST = (str(VENV_BIN / "python"), "-m", "loadtest")  # as the image runs it
 
 MEMORY_BUDGET_MIB = 1536
 # A limit is at least this many times the component's measured peak.
@@ -363,7 +363,7 @@ def test_user_service_healthcheck_command_reports_serving_and_down(database_url:
 def start_locust(*args: str) -> subprocess.Popen[bytes]:
     """A quiet Locust process of the repository's locustfile (no telemetry)."""
     return subprocess.Popen(
-        [LOCUST, "-f", "loadtest/locustfile.py", *args],
+        [*LOCUST, "-f", "loadtest/locustfile.py", *args],
         cwd=REPO,
         env={**os.environ, "OTEL_SDK_DISABLED": "true"},
         stdout=subprocess.DEVNULL,
@@ -394,6 +394,17 @@ def run_check(test: list[str], *replacements: tuple[str, str]) -> int:
     for old, new in replacements:
         command = [part.replace(old, new) for part in command]
     return subprocess.run(command, capture_output=True, timeout=30, check=False).returncode
+
+
+def test_every_locust_the_stack_runs_starts_through_python_m_loadtest() -> None:
+    """Plain `locust` patches threads, where grpc.aio cannot run (and the locustfile refuses to
+    start): the image's default command and both compose services go through `python -m
+    loadtest`, the command the healthcheck test below runs."""
+    [cmd] = [i for i in stages()["load-generator"].instructions if i.startswith("CMD ")]
+    assert json.loads(cmd.removeprefix("CMD "))[:3] == ["python", "-m", "loadtest"]
+    master = " ".join(services()["locust"]["command"])
+    assert "exec python -m loadtest -f loadtest/locustfile.py --master" in master
+    assert services()["locust-worker"]["command"][:3] == ["python", "-m", "loadtest"]
 
 
 def test_load_generator_healthchecks_see_the_web_ui_and_the_master_connection(
