@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from operator import attrgetter
 from pathlib import Path
 
-from bench.telemetry_overhead import CLI, REPO, _protoset, _wait_until_listening
+from bench.telemetry_overhead import CLI, REPO, wait_until_listening, write_protoset
 from devkit.dev_credentials import write_dev_credentials
 from loadtest.seed import seed
 from loadtest.settings import LoadSettings
@@ -214,7 +214,7 @@ def _service(scratch: Path) -> Iterator[Service]:
         env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        _wait_until_listening(target)
+        wait_until_listening(target)
         client_id, secret = credentials.secrets["admin"]
         as_admin = {"USER_SERVICE_CLIENT_ID": client_id, "USER_SERVICE_CLIENT_SECRET": secret}
         seed(ClientSettings(target=target), LoadSettings.model_validate(as_admin))
@@ -222,7 +222,7 @@ def _service(scratch: Path) -> Iterator[Service]:
             target=target,
             token=login(target, client_id, secret),
             client_env={**env, **credentials.client_env("admin"), "USER_SERVICE_TARGET": target},
-            protoset=_protoset(str(scratch)),
+            protoset=write_protoset(str(scratch)),
             histogram=Histogram(f"http://127.0.0.1:{metrics_port}/metrics"),
         )
     finally:

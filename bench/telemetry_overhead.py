@@ -94,7 +94,7 @@ class Result:
 
 def _wait_serving(target: str, token: str | None) -> None:
     """Listening, then the user GetUser asks for exists (the floors answer any id)."""
-    _wait_until_listening(target)
+    wait_until_listening(target)
     metadata = bearer(token)
     request = user_pb2.CreateUserRequest(user=user_pb2.User(name="Bench", email="bench@example.com"))
     with grpc.insecure_channel(target) as channel:
@@ -113,7 +113,7 @@ def _health(channel: grpc.Channel) -> bool:
     return True
 
 
-def _protoset(directory: str) -> str:
+def write_protoset(directory: str) -> str:
     """The API's descriptors for ghz (whose parser predates proto3 `optional`)."""
     path = f"{directory}/user.protoset"
     subprocess.run(
@@ -192,7 +192,7 @@ def _measure(
         )
         try:
             target = f"127.0.0.1:{port}"
-            _wait_until_listening(target)
+            wait_until_listening(target)
             token = login(target, *credentials.secrets["admin"]) if credentials is not None else None
             _wait_serving(target, token)
             _ghz(load, target, args.warmup, args.concurrency, token, connections=connections)
@@ -216,7 +216,7 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def _wait_until_listening(target: str) -> None:
+def wait_until_listening(target: str) -> None:
     give_up = time.monotonic() + 20
     with grpc.insecure_channel(target) as channel:
         while not _health(channel):
@@ -291,7 +291,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     results: dict[str, list[Result]] = {name: [] for name in names}
     scratch = tempfile.TemporaryDirectory(prefix="user-service-bench-")
-    load = Load(ghz, _protoset(scratch.name))
+    load = Load(ghz, write_protoset(scratch.name))
     try:
         for round_ in range(1, args.rounds + 1):
             for name in names:

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.telemetry_overhead import REPO, Load, Result, Subject, _measure, _protoset
+from bench.telemetry_overhead import REPO, Load, Result, Subject, _measure, write_protoset
 from devkit.postgres import PostgresCluster, server_bindir
 from user_service.listening import free_port
 
@@ -71,7 +71,7 @@ def main() -> int:
     scratch = tempfile.TemporaryDirectory(prefix="user-service-bench-")
     try:
         subjects = _subjects(cluster.url if cluster else None)
-        protoset = _protoset(scratch.name)
+        protoset = write_protoset(scratch.name)
         results: dict[tuple[str, str], list[Result]] = {}
         for round_ in range(1, args.rounds + 1):
             for call in args.calls:

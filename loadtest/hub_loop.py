@@ -48,16 +48,14 @@ class HubLoop:
     def start(self, coroutine: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Runs ``coroutine`` on the loop; callable from any greenlet of this thread."""
         task = self.loop.create_task(coroutine)
-        self.loop.call_soon_threadsafe(_nothing)  # wakes the loop out of its wait for I/O
+        self.loop.call_soon_threadsafe(_wake_up)  # out of its wait for I/O
         return task
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Runs ``coroutine`` on the loop and waits for it in this greenlet (cancelled with it)."""
         task = self.start(coroutine)
-        done: gevent.event.AsyncResult[asyncio.Task[Any]] = gevent.event.AsyncResult()
-        task.add_done_callback(done.set)
         try:
-            done.get()
+            _finished(task).get()
         except BaseException:  # the greenlet was killed (Locust stopping the user)
             task.cancel()
             raise
@@ -65,13 +63,18 @@ class HubLoop:
 
     def wait(self, task: asyncio.Task[Any], timeout: float) -> None:
         """Waits (in this greenlet) up to ``timeout`` seconds for ``task`` to finish."""
-        done: gevent.event.AsyncResult[asyncio.Task[Any]] = gevent.event.AsyncResult()
-        task.add_done_callback(done.set)
-        done.wait(timeout)
+        _finished(task).wait(timeout)
 
 
-def _nothing() -> None:
-    pass
+def _finished(task: asyncio.Task[Any]) -> gevent.event.AsyncResult[asyncio.Task[Any]]:
+    """Set when ``task`` is done: what a greenlet waits on."""
+    done: gevent.event.AsyncResult[asyncio.Task[Any]] = gevent.event.AsyncResult()
+    task.add_done_callback(done.set)
+    return done
+
+
+def _wake_up() -> None:
+    """Scheduled from outside the loop only so that the loop's selector returns."""
 
 
 class HubSelector(selectors.EpollSelector):

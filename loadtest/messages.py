@@ -63,15 +63,21 @@ def attach(environment: Environment) -> None:
     if not isinstance(runner, MasterRunner):
         events.request.add_listener(tally.record)  # type: ignore[no-untyped-call]
     if isinstance(runner, WorkerRunner):
-        events.report_to_master.add_listener(  # type: ignore[no-untyped-call]
-            lambda client_id, data: data.__setitem__(REPORT_KEY, tally.drain())
-        )
+
+        def report(client_id: str, data: dict[str, Any]) -> None:
+            data[REPORT_KEY] = tally.drain()
+
+        events.report_to_master.add_listener(report)  # type: ignore[no-untyped-call]
         return
-    events.worker_report.add_listener(  # type: ignore[no-untyped-call]
-        lambda client_id, data: tally.merge(data.get(REPORT_KEY, {}))
-    )
+
+    def merge(client_id: str, data: dict[str, Any]) -> None:
+        tally.merge(data.get(REPORT_KEY, {}))
+
+    events.worker_report.add_listener(merge)  # type: ignore[no-untyped-call]
     prefix = getattr(environment.parsed_options, "csv_prefix", None)
     if prefix:
-        events.quitting.add_listener(  # type: ignore[no-untyped-call]
-            lambda environment, **_: tally.write(Path(f"{prefix}{MESSAGES_SUFFIX}"))
-        )
+
+        def write(**_: Any) -> None:
+            tally.write(Path(f"{prefix}{MESSAGES_SUFFIX}"))
+
+        events.quitting.add_listener(write)  # type: ignore[no-untyped-call]
