@@ -80,6 +80,12 @@ SUBJECTS: dict[str, Subject] = {
         env={"USER_SERVICE_FLAGS_FILE": str(REPO / "flags/demo.flagd.json")}
     ),
     "service, defaults + 100% sampling": Subject(env={"OTEL_TRACES_SAMPLER": "always_on"}),
+    # The price of a log line, and of exporting it: an access line for every call (the defaults
+    # write one only for failed and slow calls), exported over OTLP or kept on stderr.
+    "service, all calls logged": Subject(env={"USER_SERVICE_ACCESS_LOG": "all"}),
+    "service, all calls logged, stderr only": Subject(
+        env={"USER_SERVICE_ACCESS_LOG": "all", "OTEL_LOGS_EXPORTER": "none"}
+    ),
 }
 FLOOR = "grpc.aio floor"
 

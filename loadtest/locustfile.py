@@ -29,7 +29,7 @@ from locust import constant, constant_throughput, events, task
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, WorkerRunner
 
-from loadtest import messages, metrics
+from loadtest import logs, messages, metrics
 from loadtest.flags import NO_LOAD_FAULTS, LoadFaults, LoadFlags, TrafficSpike
 from loadtest.grpc_user import GrpcStatusError, GrpcUser, Outcome
 from loadtest.pacing import paced
@@ -60,6 +60,7 @@ def _on_init(environment: Environment, **_: Any) -> None:
         _Process.flags = LoadFlags(SETTINGS.flags_file)
     metrics.attach(environment, _Process.flags)
     messages.attach(environment)
+    logs.attach()
     if _Process.flags is not None and not isinstance(environment.runner, WorkerRunner):
         gevent.spawn(_traffic_spikes, environment, _Process.flags)
 

@@ -35,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from loadtest.flags import LoadFlags
 from loadtest.grpc_user import GrpcStatusError
 from loadtest.tracing import SERVICE_NAME, SYNTHETIC
-from user_service.telemetry.tracing import build_resource
+from user_service.telemetry.tracing import OTLP_CHANNEL_OPTIONS, build_resource
 
 # Seconds; the service's own latency buckets from 1 ms up, plus the long held streams.
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -47,7 +47,7 @@ def attach(environment: Environment, flags: LoadFlags | None = None) -> None:
     if isinstance(environment.runner, MasterRunner) or not _enabled():
         return
     reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(),
+        OTLPMetricExporter(channel_options=OTLP_CHANNEL_OPTIONS),  # type: ignore[arg-type]  # see there
         export_interval_millis=float(os.environ.get("OTEL_METRIC_EXPORT_INTERVAL", 5000)),
     )
     provider = MeterProvider(

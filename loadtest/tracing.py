@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from user_service.api.methods import USER_SERVICE
-from user_service.telemetry.tracing import build_resource, is_recording
+from user_service.telemetry.tracing import OTLP_CHANNEL_OPTIONS, build_resource, is_recording
 
 SERVICE_NAME = "user-service-loadgen"
 SYNTHETIC = {"user_agent.synthetic.type": "test"}
@@ -82,7 +82,8 @@ class LoadTracing:
         provider = TracerProvider(resource=resource, shutdown_on_exit=False)
         if not is_recording(provider):
             return cls(None)
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        exporter = OTLPSpanExporter(channel_options=OTLP_CHANNEL_OPTIONS)  # type: ignore[arg-type]  # see there
+        provider.add_span_processor(BatchSpanProcessor(exporter))
         atexit.register(provider.shutdown)  # flush what the run traced
         return cls(provider)
 

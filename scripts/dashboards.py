@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grafana_foundation_sdk.builders import common as common_builders
-from grafana_foundation_sdk.builders import dashboard, prometheus, stat, timeseries
+from grafana_foundation_sdk.builders import dashboard, logs, prometheus, stat, timeseries
+from grafana_foundation_sdk.cog.builder import Builder
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.cog.variants import Dataquery
 from grafana_foundation_sdk.models.common import (
     DataSourceRef,
     LegendDisplayMode,
     LegendPlacement,
+    LogsSortOrder,
     StackingMode,
 )
 from grafana_foundation_sdk.models.dashboard import DashboardCursorSync, VariableOption, VariableRefresh
@@ -32,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "grafana" / "dashboards"
 PANELS_DOC = REPO / "grafana" / "PANELS.md"
 PROMETHEUS = DataSourceRef(type_val="prometheus", uid="prometheus")  # grafana/provisioning
+VICTORIALOGS = DataSourceRef(type_val="victoriametrics-logs-datasource", uid="victorialogs")
 SERVICE = 'grpc_service="user.v1.UserService"'
 SELECTED = f'{SERVICE}, grpc_method=~"$method", grpc_type=~"$type"'
 LOADGEN = 'job="user-service-loadgen"'
@@ -87,6 +91,51 @@ class Panel:
         return builder
 
 
+class LogsQuery(Dataquery):
+    """A VictoriaLogs datasource query (plugin victoriametrics-logs-datasource, src/types.ts):
+    ``expr`` is LogsQL; ``instant`` is the plugin's query type for log lines (it calls
+    /select/logsql/query), ``maxLines`` its limit. The Foundation SDK has no model for it."""
+
+    def __init__(self, expr: str, max_lines: int) -> None:
+        self.expr, self.max_lines = expr, max_lines
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "refId": "A",
+            "datasource": VICTORIALOGS.to_json(),
+            "editorMode": "code",
+            "queryType": "instant",
+            "expr": self.expr,
+            "maxLines": self.max_lines,
+        }
+
+
+class _LogsQueryBuilder(Builder[Dataquery]):
+    def __init__(self, query: LogsQuery) -> None:
+        self._query = query
+
+    def build(self) -> Dataquery:
+        return self._query
+
+
+@dataclass(frozen=True)
+class LogsPanel:
+    """Log lines from VictoriaLogs: ``logsql`` with the dashboard's variables in it. The test
+    runs it (variables at their "All" value) against a real VictoriaLogs."""
+
+    title: str
+    answers: str
+    logsql: str
+    max_lines: int = 100
+    width: int = 24
+
+    def build(self) -> logs.Panel:
+        builder = logs.Panel().title(self.title).description(self.answers).datasource(VICTORIALOGS)
+        builder.span(self.width).height(10).show_time(True).wrap_log_message(True)
+        builder.enable_log_details(True).sort_order(LogsSortOrder.DESCENDING)
+        return builder.with_target(_LogsQueryBuilder(LogsQuery(self.logsql, self.max_lines)))
+
+
 @dataclass(frozen=True)
 class Annotation:
     """Events drawn across every panel, from a Prometheus query: one mark while it has a series."""
@@ -129,7 +178,7 @@ class Board:
     uid: str
     title: str
     description: str
-    rows: tuple[tuple[str, tuple[Panel, ...]], ...]
+    rows: tuple[tuple[str, tuple[Panel | LogsPanel, ...]], ...]
     method_variables: bool = False
     annotations: tuple[Annotation, ...] = ()
 
@@ -146,12 +195,17 @@ class Board:
             .readonly()
         )
         if self.method_variables:
-            for name, label in (("method", "grpc_method"), ("type", "grpc_type")):
+            # grpc_code: only the logs panel filters by it (the metrics panels show every code).
+            for name, label, metric in (
+                ("method", "grpc_method", "grpc_server_started_total"),
+                ("type", "grpc_type", "grpc_server_started_total"),
+                ("code", "grpc_code", "grpc_server_handled_total"),
+            ):
                 builder.with_variable(
                     dashboard.QueryVariable(name)
                     .label(label)
                     .datasource(PROMETHEUS)
-                    .query(f"label_values(grpc_server_started_total{{{SERVICE}}}, {label})")
+                    .query(f"label_values({metric}{{{SERVICE}}}, {label})")
                     .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)
                     .multi(True)
                     .include_all(True)
@@ -166,8 +220,14 @@ class Board:
                 builder.with_panel(panel.build())
         return builder
 
-    def panels(self) -> list[Panel]:
+    def panels(self) -> list[Panel | LogsPanel]:
         return [panel for _, panels in self.rows for panel in panels]
+
+    def metrics_panels(self) -> list[Panel]:
+        return [panel for panel in self.panels() if isinstance(panel, Panel)]
+
+    def logs_panels(self) -> list[LogsPanel]:
+        return [panel for panel in self.panels() if isinstance(panel, LogsPanel)]
 
 
 def quantiles(
@@ -378,6 +438,19 @@ RED = Board(
                     "show when one was on.",
                     (Query("count by (flag, variant) (user_service_fault_flag)", "{{flag}} = {{variant}}"),),
                     width=24,
+                ),
+            ),
+        ),
+        (
+            "Logs",
+            (
+                LogsPanel(
+                    "Access lines of failed and slow calls",
+                    "What did the service write about the calls that failed or were slow (method, code, "
+                    "duration, peer, caller)? Filtered by the method, type and code above; a line's "
+                    "trace_id opens its trace in Jaeger (sampled calls: trace_sampled=true).",
+                    'service.name:="user-service" scope.name:="user_service.access" '
+                    'rpc_method:~"^($method)$" grpc_type:~"^($type)$" grpc_code:~"^($code)$"',
                 ),
             ),
         ),
@@ -618,8 +691,8 @@ LOAD = Board(
 PIPELINE = Board(
     uid="user-service-pipeline",
     title="user-service · telemetry pipeline",
-    description="Is telemetry getting through? Spans from the SDKs through the Collector to Jaeger, their "
-    "queues, their drops, and the scrape targets.",
+    description="Is telemetry getting through? Spans from the SDKs through the Collector to Jaeger, log "
+    "records to VictoriaLogs, their queues, their drops, and the scrape targets.",
     rows=(
         (
             "Spans",
@@ -658,7 +731,8 @@ PIPELINE = Board(
                 ),
                 Panel(
                     "Collector export queue",
-                    "How full is the Collector's queue towards Jaeger? At capacity, new batches are dropped.",
+                    "How full are the Collector's queues towards Jaeger and VictoriaLogs? At capacity, new "
+                    "batches are dropped.",
                     (
                         Query("sum by (exporter) (otelcol_exporter_queue_size)", "{{exporter}} size"),
                         Query("sum by (exporter) (otelcol_exporter_queue_capacity)", "{{exporter}} capacity"),
@@ -679,6 +753,48 @@ PIPELINE = Board(
             ),
         ),
         (
+            "Logs",
+            (
+                Panel(
+                    "Log records through the Collector",
+                    "How many log records per second does the Collector accept, send to VictoriaLogs, "
+                    "and fail to send (VictoriaLogs down, queue full)?",
+                    (
+                        Query(f"sum(rate(otelcol_receiver_accepted_log_records_total{RATE}))", "accepted"),
+                        Query(
+                            f"sum by (exporter) (rate(otelcol_exporter_sent_log_records_total{RATE}))",
+                            "{{exporter}} sent",
+                        ),
+                        # The Collector makes the failure series at the first failure: until then the
+                        # exporters that sent anything show 0 failed instead of no data.
+                        Query(
+                            f"sum by (exporter) (rate(otelcol_exporter_send_failed_log_records_total{RATE}))"
+                            " or 0 * "
+                            f"sum by (exporter) (rate(otelcol_exporter_sent_log_records_total{RATE}))",
+                            "{{exporter}} failed",
+                        ),
+                    ),
+                ),
+                Panel(
+                    "Service SDK: log records processed by outcome",
+                    "Does the service's logs pipeline keep up? Records per second it hands to export, and "
+                    "those it drops (error_type, e.g. queue_full: the oldest go first).",
+                    (
+                        Query(
+                            f"sum by (error_type) (rate(otel_sdk_processor_log_processed_total{RATE}))",
+                            "{{error_type}}",
+                        ),
+                        Query("sum(otel_sdk_processor_log_queue_size)", "queue size"),
+                    ),
+                ),
+                Panel(
+                    "Rows stored by VictoriaLogs",
+                    "How many log rows per second does VictoriaLogs store, by how they came in (OTLP)?",
+                    (Query(f"sum by (type) (rate(vl_rows_ingested_total{RATE}))", "{{type}}"),),
+                ),
+            ),
+        ),
+        (
             "Components",
             (
                 Panel(
@@ -692,7 +808,8 @@ PIPELINE = Board(
                     (
                         Query("sum by (job) (otelcol_process_memory_rss_bytes)", "{{job}}"),
                         Query(
-                            'sum by (job) (process_resident_memory_bytes{job=~"user-service|prometheus"})',
+                            "sum by (job) (process_resident_memory_bytes"
+                            '{job=~"user-service|prometheus|victorialogs"})',
                             "{{job}}",
                         ),
                     ),

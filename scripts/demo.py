@@ -8,7 +8,8 @@
 3. A Locust load run: unary calls, every stream kind, held subscriptions.
 4. The summary, read back from the real backends: requests/s and p50/p95/p99 per RPC as Locust
    saw them and as Prometheus saw them, the traces in Jaeger, one trace as a tree (load
-   generator → server → store), the slowest exemplar and its trace, each component's memory.
+   generator → server → store), the slowest exemplar and its trace with the trace's log lines,
+   a failed call found from its log line to its trace, each component's memory.
 
 The stack stays up for exploring (`make status`, `make down`). Exits non-zero if a step
 does not behave.
@@ -32,7 +33,15 @@ from devkit.dev_credentials import DevCredentials, ensure_dev_credentials
 from loadtest.report import read_rows
 from scripts.stack.engine import StackRefusedError, choose_engine, up
 from scripts.stack.native import NativeStack
-from scripts.stack.observe import Jaeger, Prometheus, end_to_end_trace, eventually, format_tree
+from scripts.stack.observe import (
+    Jaeger,
+    Prometheus,
+    Span,
+    VictoriaLogs,
+    end_to_end_trace,
+    eventually,
+    format_tree,
+)
 from scripts.stack.plan import REPO, StackPlan, requested_replicas
 from scripts.stack.probes import login, traced_call
 
@@ -125,7 +134,9 @@ def _summary(plan: StackPlan, prometheus: Prometheus, jaeger: Jaeger) -> None:
     if example:
         print(f"\n-- one of them, {example[0].trace_id}: load generator → server → store")
         print(_indent(format_tree(example)))
-    _print_slowest_exemplar(prometheus, jaeger, plan, window)
+    logs = VictoriaLogs(plan.victorialogs_url)
+    _print_slowest_exemplar(prometheus, jaeger, logs, plan, window)
+    _print_failed_call_from_its_log_line(jaeger, logs, plan)
 
 
 def _print_server_view(prometheus: Prometheus, window: int) -> dict[str, float]:
@@ -179,7 +190,11 @@ def _print_generator_overhead(server_p50: dict[str, float], stats_csv: Path) -> 
         print(f"   {row.name:<20}{row.p50:>8.1f} - {server:5.1f} = {row.p50 - server:6.1f} ms")
 
 
-def _print_slowest_exemplar(prometheus: Prometheus, jaeger: Jaeger, plan: StackPlan, window: int) -> None:
+def _print_slowest_exemplar(
+    prometheus: Prometheus, jaeger: Jaeger, logs: VictoriaLogs, plan: StackPlan, window: int
+) -> None:
+    """Alert → exemplar → trace → logs: the slowest sampled unary call, its trace, and the
+    lines the service wrote while serving it."""
     exemplars = prometheus.exemplars(
         'grpc_server_handling_seconds_bucket{grpc_service="user.v1.UserService", grpc_type="unary"}',
         window + 30,
@@ -194,8 +209,47 @@ def _print_slowest_exemplar(prometheus: Prometheus, jaeger: Jaeger, plan: StackP
                 f" its trace, {plan.jaeger_url}/api/traces/{trace[0].trace_id}:"
             )
             print(_indent(format_tree(trace)))
+            _print_log_lines(logs, trace)
             return
     print("!! no exemplar with a trace in Jaeger", file=sys.stderr)
+
+
+def _print_log_lines(logs: VictoriaLogs, trace: list[Span]) -> None:
+    trace_id = trace[0].trace_id
+    lines = eventually(lambda: logs.of_trace(trace_id), timeout=5) or []
+    print(f"   its log lines ({logs.ui_url(f'trace_id:={json.dumps(trace_id)}')}):")
+    if not lines:
+        print(
+            "     none: it ended OK within 250 ms, and at production defaults the access log writes"
+            " only calls that failed or took longer (USER_SERVICE_ACCESS_LOG=all writes every call)"
+        )
+    for line in lines:
+        print("     " + _log_line(line))
+
+
+def _print_failed_call_from_its_log_line(jaeger: Jaeger, logs: VictoriaLogs, plan: StackPlan) -> None:
+    """Logs → trace: the newest failed call whose trace was sampled (the walkthrough's refusals),
+    found by its access line; the line's trace_id opens the trace."""
+    query = 'service.name:="user-service" scope.name:="user_service.access" trace_sampled:="true"'
+    failed = [line for line in logs.query(query, limit=50) if line.get("grpc_code") != "OK"]
+    if not failed:
+        print("!! no failed call's access line in VictoriaLogs", file=sys.stderr)
+        return
+    line = failed[0]
+    print(f"\n-- a failed call, from its log line ({logs.ui_url(query)}):")
+    print("     " + _log_line(line))
+    trace = eventually(lambda: jaeger.trace(line["trace_id"]), timeout=10)
+    if trace:
+        print(f"   its trace, {plan.jaeger_url}/api/traces/{line['trace_id']}:")
+        print(_indent(format_tree(trace)))
+
+
+def _log_line(line: dict[str, str]) -> str:
+    fields = " ".join(
+        f"{key}={line[key]}" for key in ("grpc_code", "duration_ms", "enduser_id", "peer") if key in line
+    )
+    where = f"{line.get('severity_text', '')} {line.get('scope.name', '')}"
+    return f"{line['_time']} {where}: {line['_msg']}  {fields}"
 
 
 def _print_memory(stack: NativeStack) -> None:

@@ -6,7 +6,7 @@
 #     tools  buf, grpcurl, grpc-health-probe, ghz, docker-compose, kustomize, kubeconform; dclint (npm);
 #            dockerfile-check (tools/dockerfile-check: BuildKit's Dockerfile frontend, offline)
 #            promtool (Prometheus's, for config and rule tests)
-#     stack  OpenTelemetry Collector, Prometheus, Jaeger: what `make up` / `make demo` run
+#     stack  OpenTelemetry Collector, Prometheus, Jaeger, VictoriaLogs: what `make up` / `make demo` run
 #     bench  Prometheus with all its service discoveries, as in its image (`make bench-memory`)
 #   (seconds to minutes each on a cold cache; progress is printed)
 #
@@ -157,7 +157,9 @@ case "$what" in
     # (tests/stack/test_configs.py checks it), and the cold build takes ~100 s instead of ~320 s
     # for a binary half the size.
     go_install prometheus github.com/prometheus/prometheus/cmd/prometheus "$PROMETHEUS_MODULE_VERSION" remove_all_sd
-    go_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_MODULE_VERSION" "Jaeger $JAEGER_VERSION" ;;
+    go_tool jaeger github.com/jaegertracing/jaeger/cmd/jaeger "$JAEGER_MODULE_VERSION" "Jaeger $JAEGER_VERSION"
+    # Its web UI's built assets are committed in the module (app/vlselect/vmui) and embedded.
+    go_install victoria-logs github.com/VictoriaMetrics/VictoriaLogs/app/victoria-logs "$VICTORIALOGS_VERSION" ;;
   tools) ;;
   # Only for `make bench-memory`: Prometheus with every service discovery, as the official image
   # compose runs is built (its RSS is ~30 MiB above the minimal build's).

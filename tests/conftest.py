@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import grpc
 import pytest
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
@@ -25,6 +26,7 @@ from user_service.listening import free_port
 from user_service.server import SERVICE_NAME, RunningServer, start_server
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
+from user_service.telemetry.logging import LogWriter
 from user_service.telemetry.setup import setup_telemetry
 
 if TYPE_CHECKING:
@@ -97,11 +99,20 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture
-async def start(database_url: str, spans: InMemorySpanExporter) -> AsyncIterator[StartServer]:
-    """Starts servers on free loopback ports; ``start(subscriber_buffer=4)`` overrides settings."""
+def log_records() -> InMemoryLogRecordExporter:
+    """Every log record the in-process servers of a test export over OTLP (with a log writer)."""
+    return InMemoryLogRecordExporter()
+
+
+@pytest.fixture
+async def start(
+    database_url: str, spans: InMemorySpanExporter, log_records: InMemoryLogRecordExporter
+) -> AsyncIterator[StartServer]:
+    """Starts servers on free loopback ports; ``start(subscriber_buffer=4)`` overrides settings,
+    ``start(log_writer=writer)`` exports that writer's records to ``log_records``."""
     running: list[RunningServer] = []
 
-    async def _start(**overrides: Any) -> RunningServer:
+    async def _start(log_writer: LogWriter | None = None, **overrides: Any) -> RunningServer:
         settings = ServerSettings(
             **{
                 "host": "127.0.0.1",
@@ -113,8 +124,10 @@ async def start(database_url: str, spans: InMemorySpanExporter) -> AsyncIterator
                 **overrides,
             }
         )
-        telemetry = setup_telemetry(SERVICE_NAME, span_processor=SimpleSpanProcessor(spans))
-        server = await start_server(settings, telemetry)
+        telemetry = setup_telemetry(
+            SERVICE_NAME, span_processor=SimpleSpanProcessor(spans), log_exporter=log_records
+        )
+        server = await start_server(settings, telemetry, log_writer)
         running.append(server)
         return server
 

@@ -64,6 +64,7 @@ def print_compose_status(command: str) -> int:
             f"  Grafana     {GRAFANA}\n"
             "  Jaeger      http://localhost:16686\n"
             "  Prometheus  http://localhost:9090\n"
+            "  Logs        http://localhost:9428/select/vmui/ (VictoriaLogs's web UI; in Grafana: Explore)\n"
             "  Locust      http://localhost:8089 (web UI; start a run there)\n"
             "  gRPC        localhost:50051, /metrics on http://localhost:9464/metrics\n"
             "Stop it with `make down`."
@@ -79,7 +80,8 @@ def print_status(stack: NativeStack, plan: StackPlan) -> None:
         rss = f"{state.rss_bytes / 2**20:.0f} MiB" if state.rss_bytes else "-"
         print(f"{state.name:<15} {pid:>7} {condition:<8} {rss:>7}  {state.url}")
     print(
-        f"\nGrafana does not run natively (no registry here distributes it); its dashboards\n"
+        f'\nLogs: {plan.victorialogs_url}/select/vmui/ (VictoriaLogs\'s web UI; try trace_id:="<id>").\n'
+        f"Grafana does not run natively (no registry here distributes it); its dashboards\n"
         f"(grafana/dashboards) query this Prometheus. Credentials: {plan.credentials_dir}.\n"
         "Load: `make load` (headless) or `make load-ui` (Locust on http://127.0.0.1:8089). Stop: `make down`."
     )

@@ -30,10 +30,22 @@ class Component:
 
 
 def components(plan: StackPlan, service_env: dict[str, str]) -> list[Component]:
-    """In start order: the trace store first, so the Collector's first export finds it."""
+    """In start order: the trace and log stores first, so the Collector's first export finds them."""
     ports = plan.ports
     loopback = "127.0.0.1"
     return [
+        Component(
+            "victorialogs",
+            [
+                _binary("victoria-logs"),
+                f"-httpListenAddr={loopback}:{ports.victorialogs}",
+                f"-storageDataPath={plan.run_dir / 'victorialogs'}",
+                # As Prometheus keeps two days: a demo stack's logs, not an archive.
+                "-retentionPeriod=2d",
+            ],
+            ready=lambda: _http_ok(f"http://{loopback}:{ports.victorialogs}/health"),
+            url=f"http://{loopback}:{ports.victorialogs}/select/vmui/ (web UI; LogsQL: /select/logsql/query)",
+        ),
         Component(
             "jaeger",
             [_binary("jaeger"), "--config", str(REPO / "jaeger/config.yaml")],
@@ -58,6 +70,7 @@ def components(plan: StackPlan, service_env: dict[str, str]) -> list[Component]:
                 "OTELCOL_OTLP_HTTP_ENDPOINT": f"{loopback}:{ports.otlp_http}",
                 "OTELCOL_HEALTH_ENDPOINT": f"{loopback}:{ports.collector_health}",
                 "OTELCOL_JAEGER_ENDPOINT": f"{loopback}:{ports.jaeger_otlp}",
+                "OTELCOL_VICTORIALOGS_ENDPOINT": f"http://{loopback}:{ports.victorialogs}",
                 "OTELCOL_PROMETHEUS_ENDPOINT": f"{loopback}:{ports.span_metrics}",
                 "OTELCOL_METRICS_HOST": loopback,
                 "OTELCOL_METRICS_PORT": str(ports.collector_metrics),
@@ -136,6 +149,7 @@ def _prometheus_config(plan: StackPlan) -> Path:
         "otel-collector-exporter": [ports.span_metrics],
         "otel-collector": [ports.collector_metrics],
         "jaeger": [ports.jaeger_metrics],
+        "victorialogs": [ports.victorialogs],
         "prometheus": [ports.prometheus],
     }
     for job, job_ports in targets.items():

@@ -1,5 +1,6 @@
-"""Reading the stack back: Prometheus's and Jaeger's HTTP APIs, as the demo summary and the
-end-to-end tests use them (natively there is no Grafana or Jaeger UI; these are what they call)."""
+"""Reading the stack back: Prometheus's, Jaeger's and VictoriaLogs's HTTP APIs, as the demo
+summary and the end-to-end tests use them (natively there is no Grafana or Jaeger UI; these are
+what they call)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,28 @@ class Prometheus:
         ]
 
 
+class VictoriaLogs:
+    """The log store's LogsQL API (docs.victoriametrics.com/victorialogs/querying/)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def query(self, logsql: str, *, limit: int = 100) -> list[dict[str, str]]:
+        """The newest ``limit`` records matching ``logsql``, newest first; each a flat object of
+        fields (``_msg``, ``_time``, ``trace_id``, ``service.name``, …), values as strings."""
+        params = urllib.parse.urlencode({"query": f"{logsql} | sort by (_time) desc", "limit": limit})
+        with urllib.request.urlopen(f"{self.url}/select/logsql/query?{params}", timeout=10) as response:
+            return [json.loads(line) for line in response.read().decode().splitlines() if line]
+
+    def of_trace(self, trace_id: str) -> list[dict[str, str]]:
+        """Every record written on behalf of the trace ``trace_id``, oldest first."""
+        return self.query(f'trace_id:="{trace_id}"', limit=1000)[::-1]
+
+    def ui_url(self, logsql: str) -> str:
+        """The web UI's page showing ``logsql``'s result (its hash route takes the query)."""
+        return f"{self.url}/select/vmui/#/?query={urllib.parse.quote(logsql)}"
+
+
 @dataclass(frozen=True)
 class Span:
     trace_id: str
@@ -76,6 +99,7 @@ class Span:
     kind: str
     duration_us: int
     tags: dict[str, Any] = field(default_factory=dict, compare=False)
+    resource: dict[str, Any] = field(default_factory=dict, compare=False)  # its process's tags
 
 
 # How many traces the in-memory store keeps (jaeger/config.yaml, the file both engines run).
@@ -127,6 +151,7 @@ def _spans(trace: dict[str, Any]) -> list[Span]:
                 kind=tags.get("span.kind", ""),
                 duration_us=span["duration"],
                 tags=tags,
+                resource={tag["key"]: tag["value"] for tag in processes[span["processID"]]["tags"]},
             )
         )
     return spans

@@ -39,6 +39,7 @@ class StackPorts:
     jaeger_health: int = 14133
     jaeger_metrics: int = 14269
     prometheus: int = 9090
+    victorialogs: int = 9428
 
     @classmethod
     def free(cls) -> StackPorts:
@@ -98,6 +99,10 @@ class StackPlan:
     @property
     def prometheus_url(self) -> str:
         return f"http://127.0.0.1:{self.ports.prometheus}"
+
+    @property
+    def victorialogs_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.victorialogs}"
 
     @property
     def logs(self) -> Path:

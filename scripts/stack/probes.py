@@ -1,5 +1,6 @@
-"""Calls into the running stack that the demo and the tests both make: a login, and a call
-whose trace id the caller chose (so it can then look for exactly that trace in Jaeger)."""
+"""Calls into the running stack that the demo and the tests both make: a login, and calls
+whose trace id the caller chose (so it can then look for exactly that trace in Jaeger, and its
+log lines in VictoriaLogs)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,23 @@ def traced_call(target: str, token: str) -> str:
     return trace_id
 
 
+def failing_call(target: str, token: str, *, sampled: bool = True) -> str:
+    """One GetUser of a user that does not exist (NOT_FOUND: the access log writes a line for
+    it), carrying a ``traceparent`` with a fresh trace id, ``sampled`` or not; returns that id."""
+    trace_id, metadata = _traced(token, sampled)
+    with grpc.insecure_channel(target) as channel:
+        try:
+            user_pb2_grpc.UserServiceStub(channel).GetUser(
+                user_pb2.GetUserRequest(id=2**62), metadata=metadata, timeout=10
+            )
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+        else:
+            raise RuntimeError(f"user {2**62} exists: the probe needs a missing one")
+    return trace_id
+
+
 def traced_subscription(target: str, token: str, events: int = 3) -> str:
     """A SubscribeUsers stream, sampled like ``traced_call``, that replays ``events`` events
     and is then cancelled (its server span ends with the stream); returns the trace id."""
@@ -45,7 +63,7 @@ def traced_subscription(target: str, token: str, events: int = 3) -> str:
     return trace_id
 
 
-def _traced(token: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+def _traced(token: str, sampled: bool = True) -> tuple[str, tuple[tuple[str, str], ...]]:
     trace_id = secrets.token_hex(16)
-    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+    traceparent = f"00-{trace_id}-{secrets.token_hex(8)}-{'01' if sampled else '00'}"
     return trace_id, (*client.bearer(token), ("traceparent", traceparent))

@@ -43,6 +43,7 @@ from user_service.replica_faults import ReplicaFaults
 from user_service.store.postgres import PostgresUserStore
 from user_service.store.sqlite import SqliteUserStore
 from user_service.telemetry.instrumentation import Instrumentation
+from user_service.telemetry.logging import LogWriter
 from user_service.telemetry.setup import Telemetry, setup_telemetry
 from user_service.telemetry.tracing import untraced
 
@@ -80,12 +81,18 @@ class RunningServer:
         await self.resources.aclose()
 
 
-async def start_server(settings: ServerSettings, telemetry: Telemetry | None = None) -> RunningServer:
+async def start_server(
+    settings: ServerSettings, telemetry: Telemetry | None = None, log_writer: LogWriter | None = None
+) -> RunningServer:
     """Opens each resource and registers its close as it goes: a failure at any step closes
-    what was opened before it, in reverse order, and raises."""
+    what was opened before it, in reverse order, and raises. With ``log_writer`` (the
+    process's, from ``configure_logging``), its records are exported over OTLP too."""
     async with AsyncExitStack() as resources:
         telemetry = telemetry or setup_telemetry(SERVICE_NAME, sampling_ratio=settings.trace_sampling_ratio)
         resources.push_async_callback(asyncio.to_thread, telemetry.shutdown)
+        if log_writer is not None and (log_sink := telemetry.log_sink()) is not None:
+            log_writer.add_sink(log_sink)
+            resources.callback(log_writer.remove_sink, log_sink)
         # Credentials before storage: a bad key file fails the start before anything is opened.
         tokens = _token_service(settings) if settings.auth_enabled else None
         clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None
@@ -264,9 +271,9 @@ def _server_options(settings: ServerSettings) -> list[tuple[str, int]]:
     ]
 
 
-async def serve(settings: ServerSettings) -> None:
+async def serve(settings: ServerSettings, log_writer: LogWriter | None = None) -> None:
     """Runs until SIGTERM or SIGINT, then shuts down gracefully."""
-    running = await start_server(settings)
+    running = await start_server(settings, log_writer=log_writer)
     log.info(
         "user-service listening on %s:%d (metrics: %s)",
         settings.host,

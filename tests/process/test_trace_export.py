@@ -1,4 +1,5 @@
-"""A CLI call against a server process is one trace, exported by both over real OTLP."""
+"""A CLI call against a server process is one trace, exported by both over real OTLP — and the
+server's log lines about the call are OTLP log records of that trace."""
 
 from __future__ import annotations
 
@@ -80,3 +81,25 @@ def test_standard_otel_variables_configure_resource_and_sampling(
         ] == []
     finally:
         server.stop()
+
+
+def test_a_failed_calls_access_line_is_exported_as_a_log_record_of_its_trace(
+    server_process: ServerProcess, otlp_receiver: OtlpReceiver
+) -> None:
+    """The server process (its own process, logging as configured by default) sends the line it
+    writes for a failed call over OTLP: in the CLI's trace, from the server span, with the line's
+    fields as attributes and the resource of the server's spans."""
+    otlp_receiver.clear()
+    cli("get", "999999", "--target", server_process.target, check=False)
+    trace = _trace_of(otlp_receiver, "user-service-cli get", expected_spans=3)
+    server = next(s for s in trace if s.kind == "SERVER")
+    give_up = time.monotonic() + 10
+    while not (records := [r for r in otlp_receiver.logs() if r.trace_id == server.trace_id]):
+        assert time.monotonic() < give_up, f"no log record of trace {server.trace_id}: {otlp_receiver.logs()}"
+        time.sleep(0.05)
+    (record,) = records
+    assert (record.span_id, record.sampled) == (server.span_id, True)
+    assert (record.body, record.severity_text) == ("user.v1.UserService/GetUser NotFound", "INFO")
+    assert (record.attributes["rpc_method"], record.attributes["grpc_code"]) == ("GetUser", "NotFound")
+    assert "trace_id" not in record.attributes, "the record's own trace context, not an attribute"
+    assert record.resource == server.resource

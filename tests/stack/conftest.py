@@ -1,4 +1,4 @@
-"""The native stack of ``make up`` — Jaeger, Collector, Prometheus, the service with its
+"""The native stack of ``make up`` — VictoriaLogs, Jaeger, Collector, Prometheus, the service with its
 production defaults (auth, access log, metrics, tracing) — on free loopback ports, started
 once for the stack tests, and one Locust run through it."""
 
@@ -19,7 +19,7 @@ import pytest
 from devkit.dev_credentials import DevCredentials, write_dev_credentials
 from loadtest.report import read_rows
 from scripts.stack.native import NativeStack
-from scripts.stack.observe import Jaeger, Prometheus, eventually
+from scripts.stack.observe import Jaeger, Prometheus, VictoriaLogs, eventually
 from scripts.stack.plan import FLAGS_FILE, REPO, StackPlan, StackPorts
 from scripts.stack.probes import login, traced_call
 from tests.conftest import require_tool
@@ -37,6 +37,10 @@ class RunningStack:
     seconds_to_ready: float
     seconds_to_first_trace: float
     token: str  # the development admin's access token
+
+    @property
+    def victorialogs(self) -> VictoriaLogs:
+        return VictoriaLogs(self.plan.victorialogs_url)
 
     def admin_env(self) -> dict[str, str]:
         return {
@@ -62,7 +66,7 @@ def env_versions() -> dict[str, str]:
 
 
 def require_stack_binaries() -> None:
-    for name in ("otelcol-user-service", "jaeger", "prometheus"):
+    for name in ("otelcol-user-service", "jaeger", "prometheus", "victoria-logs"):
         require_tool(name)
 
 

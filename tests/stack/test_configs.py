@@ -203,6 +203,8 @@ def test_native_builds_are_the_versions_in_env() -> None:
     )
     contrib = "github.com/open-telemetry/opentelemetry-collector-contrib/exporter/prometheusexporter"
     assert collector[contrib] == f"v{versions['OTELCOL_CONTRIB_VERSION']}"
+    victorialogs = module_versions(require_tool("victoria-logs"))
+    assert victorialogs["github.com/VictoriaMetrics/VictoriaLogs"] == versions["VICTORIALOGS_VERSION"]
 
 
 def test_builder_manifest_pins_the_versions_in_env() -> None:
@@ -244,9 +246,29 @@ def test_dashboard_datasources_are_provisioned(dashboard: Path) -> None:
     assert board["schemaVersion"] == 41
 
 
-def test_exemplar_links_go_to_the_jaeger_datasource() -> None:
+def provisioned_datasources() -> dict[str, dict[str, Any]]:
     provisioned = yaml.safe_load((REPO / "grafana/provisioning/datasources/datasources.yml").read_text())
-    by_uid = {source["uid"]: source for source in provisioned["datasources"]}
+    return {source["uid"]: source for source in provisioned["datasources"]}
+
+
+def test_exemplar_links_go_to_the_jaeger_datasource() -> None:
+    by_uid = provisioned_datasources()
     (link,) = by_uid["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]
     assert link == {"name": "trace_id", "datasourceUid": "jaeger"}
     assert by_uid["jaeger"]["type"] == "jaeger"
+
+
+def test_traces_and_logs_link_both_ways() -> None:
+    """A trace in Jaeger leads to its log lines (the LogsQL filter on its trace id, with the
+    variable escaped from provisioning's environment expansion), and a log line's trace_id field
+    leads to the trace in Jaeger."""
+    by_uid = provisioned_datasources()
+    logs = by_uid["victorialogs"]
+    assert logs["type"] == "victoriametrics-logs-datasource"
+    assert logs["url"] == "http://victorialogs:9428"
+    to_logs = by_uid["jaeger"]["jsonData"]["tracesToLogsV2"]
+    assert (to_logs["datasourceUid"], to_logs["customQuery"]) == ("victorialogs", True)
+    assert to_logs["query"] == 'trace_id:="$${__trace.traceId}"'
+    (to_trace,) = logs["jsonData"]["derivedFields"]
+    assert (to_trace["matcherType"], to_trace["matcherRegex"]) == ("label", "trace_id")
+    assert (to_trace["datasourceUid"], to_trace["url"]) == ("jaeger", "$${__value.raw}")

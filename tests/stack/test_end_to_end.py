@@ -4,6 +4,7 @@ and recording rule — read back through their APIs."""
 
 from __future__ import annotations
 
+import re
 import time
 from functools import partial
 from typing import Any
@@ -14,12 +15,13 @@ import yaml
 from scripts.dashboards import BOARDS
 from scripts.stack.observe import STORE_SPAN, Span, end_to_end_trace, eventually, format_tree
 from scripts.stack.plan import REPO
-from scripts.stack.probes import traced_subscription
+from scripts.stack.probes import failing_call, traced_subscription
 from tests.stack.conftest import LoadRun, RunningStack
 
 RPC_KINDS = {"unary", "client_stream", "server_stream", "bidi_stream"}
 # Grafana's template variables, as a user who selects "All" would send them.
-VARIABLES = {"$__rate_interval": "1m", "$method": ".*", "$type": ".*"}
+VARIABLES = {"$__rate_interval": "1m", "$method": ".*", "$type": ".*", "$code": ".*"}
+GRAFANA_VARIABLE = re.compile(r"\$(\w|\{)")  # $name or ${name}; a regex's closing $ is not one
 
 
 def test_time_to_first_trace_is_reported(
@@ -117,7 +119,7 @@ def test_exemplars_lead_to_traces_in_jaeger(
 def panel_queries() -> list[tuple[str, str]]:
     queries = []
     for board in BOARDS:
-        for panel in board.panels():
+        for panel in board.metrics_panels():
             for query in panel.queries:
                 expr = query.expr
                 for variable, value in VARIABLES.items():
@@ -156,6 +158,24 @@ def test_every_panel_query_and_recording_rule_returns_data(
     assert not pending, "empty: " + "; ".join(f"{name}: {expr}" for name, expr in pending.items())
 
 
+def test_every_logs_panel_query_returns_lines(running_stack: RunningStack, load_run: LoadRun) -> None:
+    """Every logs panel's LogsQL, with its variables at "All", runs on the real VictoriaLogs and
+    shows the line of a failed call."""
+    trace_id = failing_call(running_stack.plan.target, running_stack.token)
+    for board in BOARDS:
+        for panel in board.logs_panels():
+            logsql = panel.logsql
+            for variable, value in VARIABLES.items():
+                logsql = logsql.replace(variable, value)
+            assert not GRAFANA_VARIABLE.search(logsql), f"a variable left in {board.uid} / {panel.title}"
+            lines = eventually(partial(_lines_of_trace, running_stack, logsql, trace_id), timeout=30)
+            assert lines, f"{board.uid} / {panel.title} does not show the failed call's line: {logsql}"
+
+
+def _lines_of_trace(running_stack: RunningStack, logsql: str, trace_id: str) -> list[dict[str, str]]:
+    return [line for line in running_stack.victorialogs.query(logsql) if line.get("trace_id") == trace_id]
+
+
 def test_rules_evaluate_without_errors(running_stack: RunningStack, load_run: LoadRun) -> None:
     """Every rule group loaded into the running Prometheus evaluates cleanly; no alert fires
     on a healthy run."""
@@ -169,13 +189,15 @@ def test_rules_evaluate_without_errors(running_stack: RunningStack, load_run: Lo
 
 
 def test_every_component_is_scraped(running_stack: RunningStack, load_run: LoadRun) -> None:
-    """Prometheus reaches the service, the Collector (itself and its exporter), Jaeger and itself."""
+    """Prometheus reaches the service, the Collector (itself and its exporter), Jaeger,
+    VictoriaLogs and itself."""
     up = eventually(lambda: running_stack.prometheus.query("up == 1"), timeout=20) or []
     assert {sample["metric"]["job"] for sample in up} == {
         "user-service",
         "otel-collector",
         "otel-collector-exporter",
         "jaeger",
+        "victorialogs",
         "prometheus",
     }
 

@@ -59,7 +59,7 @@ def test_a_load_run_is_balanced_over_the_replicas_and_scraped_per_replica(
     requests, failures = locust_totals(tmp_path)
     assert requests > 0
     assert failures == 0, f"{failures} of {requests} requests failed"
-    (panel,) = [p for p in RED.panels() if p.title == "Requests per second by replica"]
+    (panel,) = [p for p in RED.metrics_panels() if p.title == "Requests per second by replica"]
     expr = (
         panel.queries[0]
         .expr.replace("$method", ".*")

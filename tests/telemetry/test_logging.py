@@ -7,15 +7,17 @@ import json
 import logging
 import queue
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tests.conftest import StartServer, create_user
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
-from user_service.telemetry.logging import ACCESS_LOGGER, BoundedQueueHandler, configure_logging
+from user_service.telemetry.logging import ACCESS_LOGGER, BoundedQueueHandler, LogWriter, configure_logging
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -23,9 +25,16 @@ if TYPE_CHECKING:
 ReadLogs = Callable[[], list[dict[str, Any]]]
 
 
+@dataclass
+class JsonLogs:
+    writer: LogWriter
+    read: ReadLogs
+
+
 @pytest.fixture
-def read_json_logs() -> Iterator[ReadLogs]:
-    """JSON logging for the test; calling the result flushes and parses every line."""
+def json_logs() -> Iterator[JsonLogs]:
+    """JSON logging for the test through the process's log writer; ``read()`` flushes and
+    parses every line."""
     root = logging.getLogger()
     saved = (root.handlers[:], root.level)
     output = io.StringIO()
@@ -39,10 +48,15 @@ def read_json_logs() -> Iterator[ReadLogs]:
             stopped = True
         return [json.loads(line) for line in output.getvalue().splitlines()]
 
-    yield read
+    yield JsonLogs(writer, read)
     if not stopped:
         writer.stop()
     root.handlers, root.level = saved
+
+
+@pytest.fixture
+def read_json_logs(json_logs: JsonLogs) -> ReadLogs:
+    return json_logs.read
 
 
 async def test_one_access_line_per_rpc_carrying_the_trace_id(
@@ -118,3 +132,48 @@ def test_a_full_log_queue_drops_and_counts_instead_of_blocking() -> None:
         logger.removeHandler(handler)
     assert isinstance(handler.queue, queue.Queue)
     assert (handler.queue.qsize(), handler.dropped) == (2, 3)
+
+
+async def test_log_records_are_exported_with_the_calls_trace_and_the_lines_fields(
+    json_logs: JsonLogs,
+    start: StartServer,
+    spans: InMemorySpanExporter,
+    log_records: InMemoryLogRecordExporter,
+) -> None:
+    """Over OTLP, a failed call's access line is a log record whose own trace context is the
+    server span's (sampled flag included), whose attributes are the JSON line's fields, and
+    whose resource is the spans' resource: the same service.name and service.instance.id."""
+    server = await start(log_writer=json_logs.writer)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        await _create_then_miss(user_pb2_grpc.UserServiceStub(channel))
+    (line,) = [line for line in json_logs.read() if line["logger"] == ACCESS_LOGGER]
+    await server.shutdown(grace=0)  # flushes the batch processor
+    exports = log_records.get_finished_logs()
+    (exported,) = [
+        r for r in exports if r.instrumentation_scope and r.instrumentation_scope.name == ACCESS_LOGGER
+    ]
+    record = exported.log_record
+    server_span = next(s for s in spans.get_finished_spans() if s.name == "/user.v1.UserService/GetUser")
+    assert server_span.context is not None
+    assert (record.trace_id, record.span_id) == (server_span.context.trace_id, server_span.context.span_id)
+    assert record.trace_flags is not None
+    assert record.trace_flags.sampled
+    assert (record.body, record.severity_text) == (line["message"], "INFO")
+    assert record.attributes is not None
+    envelope = ("level", "logger", "message", "time", "trace_id", "span_id")
+    assert {k: v for k, v in line.items() if k not in envelope} == dict(record.attributes)
+    assert exported.resource.attributes == server_span.resource.attributes
+
+
+async def test_opentelemetrys_own_complaints_stay_on_stderr(
+    json_logs: JsonLogs, start: StartServer, log_records: InMemoryLogRecordExporter
+) -> None:
+    """An exporter's warning is not queued for export (it could be about that very export):
+    written to stderr, not sent."""
+    server = await start(log_writer=json_logs.writer)
+    logging.getLogger("opentelemetry.exporter.otlp").warning("Failed to export logs")
+    logging.getLogger("user_service.test").warning("the service's own warning")
+    written = {line["message"] for line in json_logs.read()}
+    assert written >= {"Failed to export logs", "the service's own warning"}
+    await server.shutdown(grace=0)
+    assert [r.log_record.body for r in log_records.get_finished_logs()] == ["the service's own warning"]

@@ -26,7 +26,7 @@ from opentelemetry.trace import (
 from tests.conftest import create_user, eventually
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
 from user_service.server import RunningServer
-from user_service.telemetry.tracing import build_tracer_provider, client_interceptors
+from user_service.telemetry.tracing import build_resource, build_tracer_provider, client_interceptors
 
 if TYPE_CHECKING:
     from user_service.gen.user.v1.user_pb2_grpc import UserServiceAsyncStub as Stub
@@ -203,14 +203,14 @@ def test_the_server_samples_its_own_traces_at_its_ratio_and_follows_callers(
     """Head sampling by default (the server's trace_sampling_ratio): traces it starts are kept
     at that ratio, a caller's sampled trace is always continued; OTEL_TRACES_SAMPLER wins."""
     monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
-    tracer = build_tracer_provider("t", MeterProvider(), sampling_ratio=0.0).get_tracer("t")
+    tracer = build_tracer_provider(build_resource("t"), MeterProvider(), sampling_ratio=0.0).get_tracer("t")
     assert not tracer.start_span("root").is_recording()
     caller = SpanContext(trace_id=1, span_id=1, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
     assert tracer.start_span("child", context=set_span_in_context(NonRecordingSpan(caller))).is_recording()
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")
     assert (
-        build_tracer_provider("t", MeterProvider(), sampling_ratio=0.0)
+        build_tracer_provider(build_resource("t"), MeterProvider(), sampling_ratio=0.0)
         .get_tracer("t")
         .start_span("x")
         .is_recording()

@@ -42,7 +42,8 @@ def call_options(settings: ClientSettings) -> CallOptions:
 
 async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
     """Runs one command inside a root span; the server's spans continue its trace."""
-    telemetry = setup_telemetry(CLI_SERVICE_NAME)
+    # No log export: a command reports to its user on stdout/stderr and writes no log records.
+    telemetry = setup_telemetry(CLI_SERVICE_NAME, export_logs=False)
     interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
     try:
         async with open_aio_channel(settings, interceptors) as channel:

@@ -66,7 +66,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         if workers > 1 and settings.worker_index is None:
             return Supervisor(settings, workers).run()
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, log_writer))
     except PortInUseError as error:
         logging.getLogger("user_service").critical("%s", error)
         return 1

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line, carrying the active trace and span ids."""
+"""Structured logs: one JSON object per line, carrying the active trace and span ids.
+
+Every record goes through one bounded queue to one writer thread (``LogWriter``), which hands
+it to its sinks: stderr always; OTLP once the server's telemetry is up (``log_export``).
+"""
 
 from __future__ import annotations
 
@@ -25,13 +29,15 @@ _HEALTH_SERVICE = HEALTH_SERVICE.full_name
 
 
 class TraceContextFilter(logging.Filter):
-    """Adds ``trace_id``/``span_id`` of the active span, so a log line leads to its trace."""
+    """Adds ``trace_id``/``span_id`` of the active span, so a log line leads to its trace, and
+    ``trace_sampled``: whether that trace was kept (is in Jaeger) or only its id travelled."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         context = trace.get_current_span().get_span_context()
         if context.is_valid:
             record.trace_id = format(context.trace_id, "032x")
             record.span_id = format(context.span_id, "016x")
+            record.trace_sampled = context.trace_flags.sampled
         return True
 
 
@@ -82,13 +88,50 @@ class BoundedQueueHandler(QueueHandler):
             self.dropped += 1
 
 
+class _Sinks(logging.Handler):
+    """The writer thread's one handler: passes each record to every sink whose level it meets.
+    Sinks are swapped as a whole tuple, so adding one never races the thread reading them."""
+
+    def __init__(self, *sinks: logging.Handler) -> None:
+        super().__init__()
+        self.sinks = sinks
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        for sink in self.sinks:
+            if record.levelno >= sink.level:
+                sink.handle(record)
+        return True
+
+
+class LogWriter:
+    """The process's log writer: a bounded queue in front (``BoundedQueueHandler``: the caller
+    never waits) and one thread behind it that formats and hands each record to the sinks."""
+
+    def __init__(self, to_writer: BoundedQueueHandler, stderr: logging.Handler) -> None:
+        self._sinks = _Sinks(stderr)
+        self._listener = QueueListener(to_writer.queue, self._sinks)
+        self._listener.start()
+
+    def add_sink(self, sink: logging.Handler) -> None:
+        self._sinks.sinks = (*self._sinks.sinks, sink)
+
+    def remove_sink(self, sink: logging.Handler) -> None:
+        """Records already queued when this returns may still reach ``sink`` once."""
+        self._sinks.sinks = tuple(s for s in self._sinks.sinks if s is not sink)
+
+    def stop(self) -> None:
+        """Writes what is queued, then ends the thread."""
+        self._listener.stop()
+
+
 def configure_logging(
     level: str, log_format: LogFormat, *, stream: TextIO | None = None, capacity: int = 10_000
-) -> QueueListener:
-    """Routes every record through a bounded queue to one stderr writer thread.
+) -> LogWriter:
+    """Routes every record through a bounded queue to one writer thread, which writes it to
+    stderr (and to the sinks added later).
 
     The trace ids are attached on the calling side, where the span is current; formatting
-    and the write happen on the writer thread. Stop the returned listener to flush.
+    and the write happen on the writer thread. Stop the returned writer to flush.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
     if log_format == "json":
@@ -108,9 +151,7 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [to_writer]
     root.setLevel(level.upper())
-    listener = QueueListener(to_writer.queue, handler, respect_handler_level=True)
-    listener.start()
-    return listener
+    return LogWriter(to_writer, handler)
 
 
 class AccessLog:

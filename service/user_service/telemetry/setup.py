@@ -1,5 +1,6 @@
 """The process-wide telemetry singletons, created in one call: the OpenTelemetry providers
-and the Prometheus registry, plus the /metrics HTTP endpoint that serves the registry."""
+(traces, metrics, logs) and the Prometheus registry, plus the /metrics HTTP endpoint that
+serves the registry."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from opentelemetry import trace
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import LogRecordExporter
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
@@ -24,6 +27,7 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from user_service.telemetry.log_export import OtlpLogHandler, build_logger_provider, export_enabled
 from user_service.telemetry.tracing import build_resource, build_tracer_provider, is_recording
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,7 @@ class Telemetry:
     registry: CollectorRegistry
     meter_provider: MeterProvider
     tracer_provider: TracerProvider
+    logger_provider: LoggerProvider | None  # None: logs stay on stderr (OTEL_LOGS_EXPORTER=none)
     _metrics_http: tuple[WSGIServer, threading.Thread] | None = field(default=None, init=False)
 
     @property
@@ -89,6 +94,11 @@ class Telemetry:
     @property
     def tracer(self) -> trace.Tracer:
         return self.tracer_provider.get_tracer(INSTRUMENTATION_NAME)
+
+    def log_sink(self) -> logging.Handler | None:
+        """The handler that exports log records over OTLP, for the log writer's thread
+        (``LogWriter.add_sink``); None when logs are not exported."""
+        return OtlpLogHandler(self.logger_provider) if self.logger_provider is not None else None
 
     def serve_metrics(self, host: str, port: int) -> int:
         """Serves the registry on http://host:port/metrics in a thread; returns the bound port.
@@ -106,7 +116,7 @@ class Telemetry:
         return int(server.server_port)
 
     def shutdown(self, flush_timeout: float = FLUSH_TIMEOUT_SECONDS) -> None:
-        """Stops /metrics and flushes buffered spans, waiting at most ``flush_timeout``.
+        """Stops /metrics and flushes buffered spans and log records, waiting at most ``flush_timeout``.
 
         With the collector down, the OTLP exporter keeps retrying for its whole timeout
         (OTEL_EXPORTER_OTLP_TIMEOUT, 10 s by default); a process that is stopping should
@@ -124,6 +134,8 @@ class Telemetry:
 
     def _shutdown_providers(self) -> None:
         self.tracer_provider.shutdown()
+        if self.logger_provider is not None:
+            self.logger_provider.shutdown()
         self.meter_provider.shutdown()
 
 
@@ -133,26 +145,33 @@ def setup_telemetry(
     span_exporter: SpanExporter | None = None,
     span_processor: SpanProcessor | None = None,
     sampling_ratio: float | None = None,
+    log_exporter: LogRecordExporter | None = None,
+    export_logs: bool = True,
 ) -> Telemetry:
-    """Spans go to OTLP through a batch processor. Tests replace the exporter (still
-    batched) or the whole processor (e.g. synchronous, in memory). ``sampling_ratio``: see
-    ``build_tracer_provider``."""
+    """Spans and log records go to OTLP through batch processors. Tests replace the span
+    exporter (still batched) or the whole processor (e.g. synchronous, in memory), and the log
+    exporter. ``sampling_ratio``: see ``build_tracer_provider``. ``export_logs=False`` (or
+    ``OTEL_LOGS_EXPORTER=none``) makes no logs pipeline."""
     # Let the SDK count its own work (spans exported, dropped for a full queue) unless the
     # operator said otherwise; those counters reach /metrics through the bridge below.
     os.environ.setdefault("OTEL_PYTHON_SDK_INTERNAL_METRICS_ENABLED", "true")
     registry = CollectorRegistry()
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
+    resource = build_resource(service_name)
     meter_provider = MeterProvider(
         metric_readers=[PrometheusMetricReader(disable_target_info=True, registry=registry)],
-        resource=build_resource(service_name),
+        resource=resource,
         shutdown_on_exit=False,
     )
     tracer_provider = build_tracer_provider(
-        service_name,
+        resource,
         meter_provider,
         span_exporter=span_exporter,
         span_processor=span_processor,
         sampling_ratio=sampling_ratio,
     )
-    return Telemetry(registry, meter_provider, tracer_provider)
+    logger_provider = None
+    if export_logs and (log_exporter is not None or export_enabled()):
+        logger_provider = build_logger_provider(resource, meter_provider, exporter=log_exporter)
+    return Telemetry(registry, meter_provider, tracer_provider, logger_provider)
