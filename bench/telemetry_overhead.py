@@ -83,7 +83,7 @@ SUBJECTS: dict[str, Subject] = {
     # The price of a log line, and of exporting it: an access line for every call (the defaults
     # write one only for failed and slow calls), exported over OTLP or kept on stderr.
     "service, all calls logged": Subject(env={"USER_SERVICE_ACCESS_LOG": "all"}),
-    "service, all calls logged, stderr only": Subject(
+    "service, all calls logged, no OTLP": Subject(
         env={"USER_SERVICE_ACCESS_LOG": "all", "OTEL_LOGS_EXPORTER": "none"}
     ),
 }

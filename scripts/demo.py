@@ -228,10 +228,14 @@ def _print_log_lines(logs: VictoriaLogs, trace: list[Span]) -> None:
 
 
 def _print_failed_call_from_its_log_line(jaeger: Jaeger, logs: VictoriaLogs, plan: StackPlan) -> None:
-    """Logs → trace: the newest failed call whose trace was sampled (the walkthrough's refusals),
-    found by its access line; the line's trace_id opens the trace."""
-    query = 'service.name:="user-service" scope.name:="user_service.access" trace_sampled:="true"'
-    failed = [line for line in logs.query(query, limit=50) if line.get("grpc_code") != "OK"]
+    """Logs → trace: the newest failed call whose trace was sampled (the walkthrough's refusals;
+    a stream its client cancelled did not fail), found by its access line; the line's trace_id
+    opens the trace."""
+    query = (
+        'service.name:="user-service" scope.name:="user_service.access" trace_sampled:="true"'
+        ' -grpc_code:in("OK", "Canceled")'
+    )
+    failed = logs.query(query, limit=1)
     if not failed:
         print("!! no failed call's access line in VictoriaLogs", file=sys.stderr)
         return

@@ -84,7 +84,7 @@ class OtlpLogHandler(LoggingHandler):
                 span_id=int(fields["span_id"], 16),
                 is_remote=False,
                 trace_flags=trace.TraceFlags(
-                    trace.TraceFlags.SAMPLED if fields["trace_sampled"] else trace.TraceFlags.DEFAULT
+                    trace.TraceFlags.SAMPLED if fields.get("trace_sampled") else trace.TraceFlags.DEFAULT
                 ),
             )
         )
