@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import atexit
 import logging
+import threading
 
 from opentelemetry.metrics import NoOpMeterProvider
+from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk.resources import Resource
 
 from loadtest.tracing import SERVICE_NAME, SYNTHETIC
@@ -22,6 +24,7 @@ from user_service.telemetry.tracing import build_resource
 # Locust's own loggers do not propagate to the root (locust/log.py); its periodic statistics
 # tables (locust.stats_logger) are left out: the metrics carry those.
 LOGGERS = ("", "locust")
+FLUSH_TIMEOUT_SECONDS = 2.0
 
 
 def attach() -> None:
@@ -32,7 +35,16 @@ def attach() -> None:
     resource = build_resource(SERVICE_NAME).merge(Resource(SYNTHETIC))
     # With OTEL_SDK_DISABLED=true its loggers are no-ops, which the handler skips.
     provider = build_logger_provider(resource, NoOpMeterProvider())
-    atexit.register(provider.shutdown)  # the run's last lines are exported too
+    atexit.register(_shut_down, provider)
     handler = OtlpLogHandler(provider)
     for name in LOGGERS:
         logging.getLogger(name).addHandler(handler)
+
+
+def _shut_down(provider: LoggerProvider) -> None:
+    """Exports the run's last lines, waiting at most ``FLUSH_TIMEOUT_SECONDS``: with the
+    Collector down, the exporter would otherwise hold the exit for its whole retry budget (10 s),
+    as ``Telemetry.shutdown`` bounds the service's."""
+    stopper = threading.Thread(target=provider.shutdown, name="logs-shutdown", daemon=True)
+    stopper.start()
+    stopper.join(FLUSH_TIMEOUT_SECONDS)
