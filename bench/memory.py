@@ -172,19 +172,18 @@ def _as_compose_runs_them(stack: NativeStack) -> None:
         for variable in ("GOMEMLIMIT", "GOGC"):
             if variable in service.get("environment", {}):
                 env[variable] = str(service["environment"][variable])
+        # Natively there is no cgroup limit to read: what the containers derive from it is given.
+        limit_mib = int(str(service["deploy"]["resources"]["limits"]["memory"]).rstrip("M"))
         if name == "victorialogs":
-            # Its caches take -memory.allowedPercent (60 %) of the container's limit, read from
-            # the cgroup (VictoriaMetrics lib/memory); natively there is none to read.
-            env_limit = int(str(service["deploy"]["resources"]["limits"]["memory"]).rstrip("M"))
-            argv.append(f"-memory.allowedBytes={int(env_limit * 0.6)}MiB")
+            # Its caches take -memory.allowedPercent (60 %) of the limit (VictoriaMetrics lib/memory).
+            argv.append(f"-memory.allowedBytes={int(limit_mib * 0.6)}MiB")
         if name == "prometheus":
             ratio = next(
                 float(flag.split("=")[1])
                 for flag in service["command"]
                 if flag.startswith("--auto-gomemlimit.ratio=")
             )
-            limit_mib = int(str(service["deploy"]["resources"]["limits"]["memory"]).rstrip("M"))
-            env["GOMEMLIMIT"] = f"{int(limit_mib * ratio)}MiB"  # natively there is no cgroup limit to read
+            env["GOMEMLIMIT"] = f"{int(limit_mib * ratio)}MiB"
             argv[0] = str(TOOLS_DIR / "prometheus-all-sd")
         stack.components[name] = replace(component, env=env, argv=argv)
 

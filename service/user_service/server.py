@@ -92,7 +92,7 @@ async def start_server(
         resources.push_async_callback(asyncio.to_thread, telemetry.shutdown)
         if log_writer is not None and (log_sink := telemetry.log_sink()) is not None:
             log_writer.add_sink(log_sink)
-            resources.callback(log_writer.remove_sink, log_sink)
+            resources.push_async_callback(asyncio.to_thread, log_writer.remove_sink, log_sink)
         # Credentials before storage: a bad key file fails the start before anything is opened.
         tokens = _token_service(settings) if settings.auth_enabled else None
         clients = ClientRegistry.load(settings.auth_clients_file) if settings.auth_clients_file else None

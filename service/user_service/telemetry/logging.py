@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import queue
 import sys
+import threading
 import time
 from collections.abc import Callable
 from logging.handlers import QueueHandler, QueueListener
@@ -88,6 +89,10 @@ class BoundedQueueHandler(QueueHandler):
             self.dropped += 1
 
 
+# A record carrying this attribute is a flush marker (``LogWriter.flush``), not a line.
+_FLUSHED = "log_writer_flushed"
+
+
 class _Sinks(logging.Handler):
     """The writer thread's one handler: passes each record to every sink whose level it meets.
     Sinks are swapped as a whole tuple, so adding one never races the thread reading them."""
@@ -97,6 +102,9 @@ class _Sinks(logging.Handler):
         self.sinks = sinks
 
     def handle(self, record: logging.LogRecord) -> bool:
+        if (flushed := vars(record).get(_FLUSHED)) is not None:
+            flushed.set()
+            return True
         for sink in self.sinks:
             if record.levelno >= sink.level:
                 sink.handle(record)
@@ -108,16 +116,29 @@ class LogWriter:
     never waits) and one thread behind it that formats and hands each record to the sinks."""
 
     def __init__(self, to_writer: BoundedQueueHandler, stderr: logging.Handler) -> None:
+        self._queue = to_writer.queue
         self._sinks = _Sinks(stderr)
-        self._listener = QueueListener(to_writer.queue, self._sinks)
+        self._listener = QueueListener(self._queue, self._sinks)
         self._listener.start()
 
     def add_sink(self, sink: logging.Handler) -> None:
         self._sinks.sinks = (*self._sinks.sinks, sink)
 
-    def remove_sink(self, sink: logging.Handler) -> None:
-        """Records already queued when this returns may still reach ``sink`` once."""
+    def remove_sink(self, sink: logging.Handler, timeout: float = 1.0) -> None:
+        """What was queued before this call reaches ``sink`` first (waiting at most ``timeout``):
+        a server's last lines — "shutting down" — are exported before its telemetry stops."""
+        self.flush(timeout)
         self._sinks.sinks = tuple(s for s in self._sinks.sinks if s is not sink)
+
+    def flush(self, timeout: float) -> bool:
+        """Waits until the records queued before this call have been handed to the sinks;
+        False if that took longer than ``timeout`` (or the queue is full: then it is dropping)."""
+        flushed = threading.Event()
+        try:
+            self._queue.put_nowait(logging.makeLogRecord({_FLUSHED: flushed}))
+        except queue.Full:
+            return False
+        return flushed.wait(timeout)
 
     def stop(self) -> None:
         """Writes what is queued, then ends the thread."""
