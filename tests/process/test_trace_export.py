@@ -55,6 +55,23 @@ def test_cli_span_is_the_parent_of_server_and_store_spans(
     assert resource["deployment.environment"] == "development"
 
 
+def test_a_stream_the_cli_cancels_still_exports_its_client_span(
+    server_process: ServerProcess, otlp_receiver: OtlpReceiver
+) -> None:
+    """`subscribe --limit` cancels its stream; the tracing interceptor ends the CLIENT span only
+    when its response generator is closed — which must happen before the CLI flushes its spans."""
+    cli("create", "--name", "Ada", "--email", "ada@example.com", "--target", server_process.target)
+    otlp_receiver.clear()
+    cli("subscribe", "--since", "0", "--limit", "1", "--target", server_process.target)
+    trace = _trace_of(otlp_receiver, "user-service-cli subscribe", expected_spans=3)
+    root = next(s for s in trace if s.parent_span_id == "")
+    assert root.name == "user-service-cli subscribe"
+    client = _child(trace, root, "/user.v1.UserService/SubscribeUsers")
+    assert (client.service, client.kind) == ("user-service-cli", "CLIENT")
+    server = _child(trace, client, "/user.v1.UserService/SubscribeUsers")
+    assert (server.service, server.kind) == ("user-service", "SERVER")
+
+
 def test_standard_otel_variables_configure_resource_and_sampling(
     database_url: str, otlp_receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:

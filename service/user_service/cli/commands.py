@@ -17,7 +17,7 @@ from user_service.client import Metadata, bearer, open_aio_channel
 from user_service.config import ClientSettings
 from user_service.gen.auth.v1 import auth_pb2, auth_pb2_grpc
 from user_service.gen.user.v1 import user_pb2, user_pb2_grpc
-from user_service.telemetry.setup import setup_telemetry
+from user_service.telemetry.setup import Telemetry, setup_telemetry
 from user_service.telemetry.tracing import client_interceptors
 
 if TYPE_CHECKING:
@@ -40,22 +40,31 @@ def call_options(settings: ClientSettings) -> CallOptions:
     return CallOptions(settings.timeout, bearer(settings.token))
 
 
-async def run(args: argparse.Namespace, settings: ClientSettings) -> int:
-    """Runs one command inside a root span; the server's spans continue its trace."""
+def run(args: argparse.Namespace, settings: ClientSettings) -> int:
+    """Runs one command inside a root span; the server's spans continue its trace.
+
+    The telemetry outlives the event loop: the tracing interceptor ends a stream's CLIENT span
+    when its response generator is closed, and a stream the command cancels (``subscribe
+    --limit``) is closed only when ``asyncio.run`` finalizes the loop's generators — flushing
+    before that lost the span."""
     # No log export: a command reports to its user on stdout/stderr and writes no log records.
     telemetry = setup_telemetry(CLI_SERVICE_NAME, export_logs=False)
-    interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
     try:
-        async with open_aio_channel(settings, interceptors) as channel:
-            with telemetry.tracer.start_as_current_span(f"{CLI_SERVICE_NAME} {args.command}"):
-                if args.command == "login":
-                    await _login(auth_pb2_grpc.AuthServiceStub(channel), args, call_options(settings))
-                else:
-                    stub = user_pb2_grpc.UserServiceStub(channel)
-                    await _COMMANDS[args.command](stub, args, call_options(settings))
+        asyncio.run(_traced_command(args, settings, telemetry))
     finally:
-        await asyncio.to_thread(telemetry.shutdown)
+        telemetry.shutdown()
     return 0
+
+
+async def _traced_command(args: argparse.Namespace, settings: ClientSettings, telemetry: Telemetry) -> None:
+    interceptors = client_interceptors(telemetry.tracer_provider) if telemetry.tracing else ()
+    async with open_aio_channel(settings, interceptors) as channel:
+        with telemetry.tracer.start_as_current_span(f"{CLI_SERVICE_NAME} {args.command}"):
+            if args.command == "login":
+                await _login(auth_pb2_grpc.AuthServiceStub(channel), args, call_options(settings))
+            else:
+                stub = user_pb2_grpc.UserServiceStub(channel)
+                await _COMMANDS[args.command](stub, args, call_options(settings))
 
 
 async def _login(stub: AuthServiceAsyncStub, args: argparse.Namespace, call: CallOptions) -> None:

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = ClientSettings(
             **_given(args, "target", "timeout", "token", "ca_file", "cert_file", "key_file")
         )
-        return asyncio.run(commands.run(args, settings))
+        return commands.run(args, settings)
     except pydantic.ValidationError as error:
         parser.error(str(error))
     except grpc.aio.AioRpcError as error:
