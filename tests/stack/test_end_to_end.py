@@ -172,6 +172,35 @@ def test_every_logs_panel_query_returns_lines(running_stack: RunningStack, load_
             assert lines, f"{board.uid} / {panel.title} does not show the failed call's line: {logsql}"
 
 
+def plugin_multi_value(*values: str) -> str:
+    """How the VictoriaLogs datasource plugin (v0.30.1, `replaceMultiVariables` in src/datasource.ts)
+    writes a variable with several selected values when the filter before it is a regex (`:~`)."""
+    return "(" + "|".join(values) + ")"
+
+
+def test_a_logs_panel_filters_by_several_selected_values(
+    running_stack: RunningStack, load_run: LoadRun
+) -> None:
+    """The RED logs panel with several methods and codes selected, as the plugin interpolates
+    them, shows a failed GetUser's line when GetUser and NotFound are among them, and not when not."""
+    trace_id = failing_call(running_stack.plan.target, running_stack.token)
+    (panel,) = (panel for board in BOARDS for panel in board.logs_panels() if "$method" in panel.logsql)
+
+    def selected(methods: tuple[str, ...], codes: tuple[str, ...]) -> str:
+        chosen = {"$method": plugin_multi_value(*methods), "$code": plugin_multi_value(*codes)}
+        logsql = panel.logsql
+        for variable, value in (VARIABLES | chosen).items():
+            logsql = logsql.replace(variable, value)
+        return logsql
+
+    shown = selected(("ListUsers", "GetUser"), ("InvalidArgument", "NotFound"))
+    assert eventually(partial(_lines_of_trace, running_stack, shown, trace_id), timeout=30), shown
+    # The line is stored by now: a selection without its method or its code must not show it.
+    hidden = (selected(("ListUsers", "CreateUser"), ("NotFound",)), selected(("GetUser",), ("Internal",)))
+    for logsql in hidden:
+        assert _lines_of_trace(running_stack, logsql, trace_id) == [], logsql
+
+
 def _lines_of_trace(running_stack: RunningStack, logsql: str, trace_id: str) -> list[dict[str, str]]:
     return [line for line in running_stack.victorialogs.query(logsql) if line.get("trace_id") == trace_id]
 
