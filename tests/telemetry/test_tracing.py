@@ -55,6 +55,13 @@ def _one(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
     return matching[0]
 
 
+async def _ended(spans: InMemorySpanExporter, name: str) -> ReadableSpan:
+    """The one span ``name``, once ended: a call that ends with an error or a cancellation can be
+    over for the client (an abort sends its status at once) before the server's span ends."""
+    await eventually(lambda: any(s.name == name for s in spans.get_finished_spans()))
+    return _one(spans, name)
+
+
 def _children(spans: InMemorySpanExporter, parent: ReadableSpan) -> Iterator[ReadableSpan]:
     parent_id = parent.context.span_id if parent.context else None
     return (s for s in spans.get_finished_spans() if s.parent is not None and s.parent.span_id == parent_id)
@@ -105,7 +112,7 @@ async def test_a_client_mistake_is_recorded_with_its_status_code(
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError):
         await traced_stub.GetUser(user_pb2.GetUserRequest(id=404))
-    server = _one(spans, "/user.v1.UserService/GetUser")
+    server = await _ended(spans, "/user.v1.UserService/GetUser")
     assert server.attributes is not None
     assert server.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     select = next(_children(spans, server))
@@ -137,10 +144,7 @@ async def test_bidi_streaming_span_has_a_child_per_lookup(
         await call.read()
     await call.done_writing()
     assert await call.read() == grpc.aio.EOF
-    await eventually(
-        lambda: any(s.name == "/user.v1.UserService/LookupUsers" for s in spans.get_finished_spans())
-    )
-    server = _one(spans, "/user.v1.UserService/LookupUsers")
+    server = await _ended(spans, "/user.v1.UserService/LookupUsers")
     assert [s.name for s in _children(spans, server)] == ["SELECT users", "SELECT users"]
 
 
@@ -153,10 +157,7 @@ async def test_server_streaming_span_ends_when_the_client_cancels(
     await anext(events)
     assert not any(s.name == "/user.v1.UserService/SubscribeUsers" for s in spans.get_finished_spans())
     call.cancel()
-    await eventually(
-        lambda: any(s.name == "/user.v1.UserService/SubscribeUsers" for s in spans.get_finished_spans())
-    )
-    stream = _one(spans, "/user.v1.UserService/SubscribeUsers")
+    stream = await _ended(spans, "/user.v1.UserService/SubscribeUsers")
     names = [s.name for s in _children(spans, stream)]
     assert "SELECT user_events" in names, "the replay reads the store under the stream span"
     assert "user_events deliver" in names
