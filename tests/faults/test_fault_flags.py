@@ -197,6 +197,8 @@ def test_a_feed_stall_holds_live_events_and_delivers_them_all_in_order_when_off(
             user = user_pb2.User(name=name, email=f"{name}@example.com")
             users.CreateUser(user_pb2.CreateUserRequest(user=user), metadata=metadata, timeout=10)
 
+        # A live subscription sees what commits after it is registered: wait for that first.
+        assert eventually(lambda: server.metric("user_service_subscribers") == 1, timeout=10)
         create("first")
         assert eventually(lambda: received == [1], timeout=10), received
         switch(flags_file, "userServiceFeedStall", "relayPaused")
