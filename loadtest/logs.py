@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import atexit
 import logging
-import threading
 
 from opentelemetry.metrics import NoOpMeterProvider
 from opentelemetry.sdk._logs import LoggerProvider
@@ -19,6 +18,7 @@ from opentelemetry.sdk.resources import Resource
 
 from loadtest.tracing import SERVICE_NAME, SYNTHETIC
 from user_service.telemetry.log_export import OtlpLogHandler, build_logger_provider, export_enabled
+from user_service.telemetry.shutdown import wait_at_most
 from user_service.telemetry.tracing import build_resource
 
 # Locust's own loggers do not propagate to the root (locust/log.py); its periodic statistics
@@ -45,6 +45,4 @@ def _shut_down(provider: LoggerProvider) -> None:
     """Exports the run's last lines, waiting at most ``FLUSH_TIMEOUT_SECONDS``: with the
     Collector down, the exporter would otherwise hold the exit for its whole retry budget (10 s),
     as ``Telemetry.shutdown`` bounds the service's."""
-    stopper = threading.Thread(target=provider.shutdown, name="logs-shutdown", daemon=True)
-    stopper.start()
-    stopper.join(FLUSH_TIMEOUT_SECONDS)
+    wait_at_most(FLUSH_TIMEOUT_SECONDS, provider.shutdown, name="logs-shutdown")

@@ -28,6 +28,7 @@ from prometheus_client import (
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from user_service.telemetry.log_export import OtlpLogHandler, build_logger_provider, export_enabled
+from user_service.telemetry.shutdown import wait_at_most
 from user_service.telemetry.tracing import build_resource, build_tracer_provider, is_recording
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,7 @@ class Telemetry:
             server.server_close()
             thread.join(timeout=5)
             self._metrics_http = None
-        flush = threading.Thread(target=self._shutdown_providers, name="telemetry-shutdown", daemon=True)
-        flush.start()
-        flush.join(flush_timeout)
+        wait_at_most(flush_timeout, self._shutdown_providers, name="telemetry-shutdown")
 
     def _shutdown_providers(self) -> None:
         self.tracer_provider.shutdown()
